@@ -1,0 +1,74 @@
+package cache
+
+import (
+	"fmt"
+	"net/url"
+	"sort"
+	"strings"
+)
+
+// Endpoints maps upstream login servers (docker.io, ghcr.io, ...) to the URL
+// regcache talks to. Unlisted servers default to https://<host>, and
+// docker.io to https://registry-1.docker.io. Overrides serve a private
+// mirror, a chain of caches, or a test upstream over plain HTTP.
+type Endpoints struct {
+	overrides map[string]*url.URL
+}
+
+// NewEndpoints validates the overrides (login server -> endpoint URL).
+func NewEndpoints(overrides map[string]string) (*Endpoints, error) {
+	e := &Endpoints{overrides: map[string]*url.URL{}}
+	for host, raw := range overrides {
+		if !hostRE.MatchString(host) {
+			return nil, fmt.Errorf("upstream %q: login server must be a host[:port] such as docker.io or ghcr.io", host)
+		}
+		u, err := ParseEndpoint(raw)
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", host, err)
+		}
+		e.overrides[normaliseHost(host)] = u
+	}
+	return e, nil
+}
+
+// ParseEndpoint checks an endpoint URL: http or https, a host, no path,
+// query or credentials.
+func ParseEndpoint(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", raw, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("endpoint %q: scheme must be http or https, e.g. https://mirror.example.com or http://127.0.0.1:5001", raw)
+	case u.Host == "":
+		return nil, fmt.Errorf("endpoint %q: missing host", raw)
+	case u.User != nil:
+		return nil, fmt.Errorf("endpoint %q: must not carry credentials; use a credential set", u.Redacted())
+	case strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("endpoint %q: must be scheme://host[:port] with no path", raw)
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// Resolve returns the endpoint URL of a login server.
+func (e *Endpoints) Resolve(host string) *url.URL {
+	host = normaliseHost(host)
+	if u, ok := e.overrides[host]; ok {
+		return u
+	}
+	if host == DockerHub {
+		return &url.URL{Scheme: "https", Host: "registry-1.docker.io"}
+	}
+	return &url.URL{Scheme: "https", Host: host}
+}
+
+// String lists the overrides, for the start-up log.
+func (e *Endpoints) String() string {
+	var parts []string
+	for h, u := range e.overrides {
+		parts = append(parts, h+"="+u.String())
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
+}

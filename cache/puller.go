@@ -1,0 +1,448 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/regcache/regcache/storage"
+)
+
+// MaxManifestSize caps a manifest fetched from an upstream (the
+// distribution spec asks registries to accept at least 4 MiB).
+const MaxManifestSize = 4 << 20
+
+// BlobStore is the content-addressed store the puller fills.
+type BlobStore interface {
+	Open(ctx context.Context, digest string) (*os.File, int64, error)
+	Stat(ctx context.Context, digest string) (int64, error)
+	Create(ctx context.Context, digest string, size int64) (*storage.Writer, error)
+}
+
+// MetaStore holds per-repository links and tag pointers.
+type MetaStore interface {
+	Link(ctx context.Context, repo string, l storage.Link, tag *storage.Tag) error
+	Linked(ctx context.Context, repo, digest string) (storage.Link, error)
+	Tag(ctx context.Context, repo, tag string) (storage.Tag, error)
+	Tags(ctx context.Context, repo string) ([]string, error)
+	HasRepo(ctx context.Context, repo string) (bool, error)
+}
+
+// Content is a stored manifest or blob, open for serving. The caller closes File.
+type Content struct {
+	File      *os.File
+	Size      int64
+	Digest    string
+	MediaType string
+}
+
+// Options tune the puller; zero values take the defaults.
+type Options struct {
+	// ManifestTimeout bounds one upstream manifest or HEAD request (default 30s).
+	ManifestTimeout time.Duration
+	// RevalidateTimeout bounds the HEAD that revalidates a cached tag; on
+	// expiry the cached pointer is served (default 5s).
+	RevalidateTimeout time.Duration
+	// BlobTimeout bounds one blob fill, which outlives the client that
+	// started it (default 1h).
+	BlobTimeout time.Duration
+	// Transport is the base transport for upstream requests.
+	Transport http.RoundTripper
+	// Now returns the current time (tests).
+	Now func() time.Time
+}
+
+// Puller answers reads of local repositories: from the store when it holds
+// the content, else from the upstream a rule names, storing what it fetches.
+type Puller struct {
+	rules     *Store
+	endpoints *Endpoints
+	blobs     BlobStore
+	meta      MetaStore
+	clients   *clients
+	log       *slog.Logger
+	opts      Options
+	fills     singleflight.Group
+}
+
+// NewPuller wires a puller.
+func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs BlobStore, meta MetaStore, log *slog.Logger, opts Options) *Puller {
+	if opts.ManifestTimeout == 0 {
+		opts.ManifestTimeout = 30 * time.Second
+	}
+	if opts.RevalidateTimeout == 0 {
+		opts.RevalidateTimeout = 5 * time.Second
+	}
+	if opts.BlobTimeout == 0 {
+		opts.BlobTimeout = time.Hour
+	}
+	if opts.Transport == nil {
+		opts.Transport = DefaultTransport()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Puller{
+		rules: rules, endpoints: endpoints, blobs: blobs, meta: meta, log: log, opts: opts,
+		clients: &clients{base: opts.Transport, creds: creds, ttl: 10 * time.Minute, m: map[string]cachedClient{}},
+	}
+}
+
+// DefaultTransport is the base transport for upstream requests: proxy from
+// the environment, bounded dial, TLS and header waits, no overall deadline
+// (blob streams can be long).
+func DefaultTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   16,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
+func (p *Puller) match(repo string) (upstreamRepo, bool) {
+	m, ok := p.rules.Snapshot().Match(repo)
+	if !ok {
+		return upstreamRepo{}, false
+	}
+	return upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host}, true
+}
+
+// IsDigest reports whether a manifest reference is a digest rather than a tag.
+func IsDigest(ref string) bool { return strings.Contains(ref, ":") }
+
+// Manifest returns the manifest ref (a tag or a digest) of repo.
+func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error) {
+	up, ruled := p.match(repo)
+	if !ruled {
+		return p.localManifest(ctx, repo, ref)
+	}
+	if IsDigest(ref) {
+		if c, err := p.openLinked(ctx, repo, ref); err == nil {
+			return c, nil
+		}
+		return p.fetchManifest(ctx, repo, up, ref, "")
+	}
+	local, lerr := p.localManifest(ctx, repo, ref)
+	if lerr != nil {
+		return p.fetchManifest(ctx, repo, up, ref, ref)
+	}
+	// A cached tag: revalidate with a HEAD (which Docker Hub does not count
+	// against the pull limit); serve the cached copy if the upstream cannot say.
+	hctx, cancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
+	defer cancel()
+	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("manifests", ref), http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		p.log.Warn("serving cached tag: upstream revalidation failed", "repo", repo, "tag", ref, "digest", local.Digest, "err", err)
+		return local, nil
+	}
+	resp.Body.Close()
+	digest := resp.Header.Get("Docker-Content-Digest")
+	if digest == local.Digest {
+		return local, nil
+	}
+	local.File.Close()
+	if digest != "" {
+		// The tag moved. A manifest already stored for this repo needs no GET.
+		if c, err := p.openLinked(ctx, repo, digest); err == nil {
+			return c, p.meta.Link(ctx, repo, storage.Link{Digest: c.Digest, MediaType: c.MediaType, Size: c.Size, LinkedAt: p.opts.Now()}, &storage.Tag{Name: ref, Digest: c.Digest, FetchedAt: p.opts.Now()})
+		}
+	}
+	return p.fetchManifest(ctx, repo, up, ref, ref)
+}
+
+// localManifest serves a manifest from the store only.
+func (p *Puller) localManifest(ctx context.Context, repo, ref string) (Content, error) {
+	digest := ref
+	if !IsDigest(ref) {
+		t, err := p.meta.Tag(ctx, repo, ref)
+		if err != nil {
+			return Content{}, p.unknown(ctx, repo, fmt.Errorf("%w: %s:%s", ErrManifestUnknown, repo, ref))
+		}
+		digest = t.Digest
+	}
+	c, err := p.openLinked(ctx, repo, digest)
+	if err != nil {
+		return Content{}, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrManifestUnknown, repo, digest))
+	}
+	return c, nil
+}
+
+// unknown returns ErrNameUnknown when nothing at all is stored for repo,
+// else err.
+func (p *Puller) unknown(ctx context.Context, repo string, err error) error {
+	if _, ruled := p.match(repo); ruled {
+		return err
+	}
+	if ok, herr := p.meta.HasRepo(ctx, repo); herr == nil && !ok {
+		return fmt.Errorf("%w: %s (no cache rule covers it and nothing is stored)", ErrNameUnknown, repo)
+	}
+	return err
+}
+
+// openLinked opens digest if it is linked to repo and present in the store.
+func (p *Puller) openLinked(ctx context.Context, repo, digest string) (Content, error) {
+	l, err := p.meta.Linked(ctx, repo, digest)
+	if err != nil {
+		return Content{}, err
+	}
+	f, size, err := p.blobs.Open(ctx, digest)
+	if err != nil {
+		return Content{}, err
+	}
+	return Content{File: f, Size: size, Digest: digest, MediaType: l.MediaType}, nil
+}
+
+// fetchManifest GETs ref from the upstream, verifies it, stores it byte for
+// byte and links it to repo (pointing tag at it when tag is not "").
+func (p *Puller) fetchManifest(ctx context.Context, repo string, up upstreamRepo, ref, tag string) (Content, error) {
+	mctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
+	defer cancel()
+	resp, err := p.clients.do(mctx, up, http.MethodGet, up.url("manifests", ref), http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		if errors.Is(err, errNotFound) {
+			return Content{}, fmt.Errorf("%w: %s:%s (upstream %s/%s has no such manifest)", ErrManifestUnknown, repo, ref, up.host, up.path)
+		}
+		return Content{}, fmt.Errorf("fetch manifest %s:%s from %s/%s: %w", repo, ref, up.host, up.path, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
+	if err != nil {
+		return Content{}, fmt.Errorf("%w: read manifest %s:%s: %v", ErrUnavailable, repo, ref, err)
+	}
+	if len(body) > MaxManifestSize {
+		return Content{}, fmt.Errorf("%w: manifest %s:%s is larger than %d bytes", ErrUnavailable, repo, ref, MaxManifestSize)
+	}
+	sum := sha256.Sum256(body)
+	digest := "sha256:" + hex.EncodeToString(sum[:])
+	if IsDigest(ref) && digest != ref {
+		return Content{}, fmt.Errorf("%w: upstream sent a manifest hashing to %s for %s", ErrUnavailable, digest, ref)
+	}
+	if hd := resp.Header.Get("Docker-Content-Digest"); hd != "" && hd != digest {
+		return Content{}, fmt.Errorf("%w: upstream sent a manifest hashing to %s, its header says %s", ErrUnavailable, digest, hd)
+	}
+	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	if mediaType == "" {
+		mediaType = sniffMediaType(body)
+	}
+	if _, err := p.blobs.Stat(ctx, digest); err != nil {
+		if err := p.putBytes(ctx, digest, body); err != nil {
+			return Content{}, err
+		}
+	}
+	now := p.opts.Now()
+	var t *storage.Tag
+	if tag != "" {
+		t = &storage.Tag{Name: tag, Digest: digest, FetchedAt: now}
+	}
+	if err := p.meta.Link(ctx, repo, storage.Link{Digest: digest, MediaType: mediaType, Size: int64(len(body)), LinkedAt: now}, t); err != nil {
+		return Content{}, err
+	}
+	p.log.Info("cached manifest", "repo", repo, "ref", ref, "digest", digest, "mediaType", mediaType, "upstream", up.host+"/"+up.path)
+	return p.openLinked(ctx, repo, digest)
+}
+
+func (p *Puller) putBytes(ctx context.Context, digest string, b []byte) error {
+	w, err := p.blobs.Create(ctx, digest, int64(len(b)))
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(b); err != nil {
+		w.Cancel()
+		return err
+	}
+	return w.Commit()
+}
+
+// sniffMediaType reads the mediaType field of a manifest whose upstream sent
+// no Content-Type.
+func sniffMediaType(b []byte) string {
+	const key = `"mediaType"`
+	i := bytes.Index(b, []byte(key))
+	if i < 0 {
+		return "application/vnd.oci.image.manifest.v1+json"
+	}
+	rest := b[i+len(key):]
+	start := bytes.IndexByte(rest, '"')
+	if start < 0 {
+		return "application/vnd.oci.image.manifest.v1+json"
+	}
+	end := bytes.IndexByte(rest[start+1:], '"')
+	if end < 0 {
+		return "application/vnd.oci.image.manifest.v1+json"
+	}
+	return string(rest[start+1 : start+1+end])
+}
+
+// Blob returns the blob digest of repo: from the store when linked to repo;
+// else, for a ruled repository, after the upstream confirmed repo may see it.
+func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error) {
+	if c, err := p.openLinked(ctx, repo, digest); err == nil {
+		return c, nil
+	}
+	up, ruled := p.match(repo)
+	if !ruled {
+		return Content{}, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
+	}
+	// One fill per upstream repository and digest at a time; it outlives the
+	// client that started it.
+	_, err, _ := p.fills.Do(up.key()+"@"+digest, func() (any, error) {
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.BlobTimeout)
+		defer cancel()
+		return nil, p.fillBlob(fctx, repo, up, digest)
+	})
+	if err != nil {
+		if errors.Is(err, errNotFound) {
+			return Content{}, fmt.Errorf("%w: %s@%s (upstream %s/%s has no such blob)", ErrBlobUnknown, repo, digest, up.host, up.path)
+		}
+		return Content{}, fmt.Errorf("fetch blob %s@%s from %s/%s: %w", repo, digest, up.host, up.path, err)
+	}
+	return p.openLinked(ctx, repo, digest)
+}
+
+func (p *Puller) fillBlob(ctx context.Context, repo string, up upstreamRepo, digest string) error {
+	if _, err := p.meta.Linked(ctx, repo, digest); err == nil {
+		if _, err := p.blobs.Stat(ctx, digest); err == nil {
+			return nil // another fill for this repo finished meanwhile
+		}
+	}
+	if size, err := p.blobs.Stat(ctx, digest); err == nil {
+		// Stored for another repository: the bytes are here, but this
+		// repository's upstream must confirm, with this rule's credentials,
+		// that it may see them before they are linked.
+		hctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
+		defer cancel()
+		resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("blobs", digest), nil)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		return p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
+	}
+	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("blobs", digest), nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	size := int64(-1)
+	if cl := resp.Header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
+			size = n
+		}
+	}
+	w, err := p.blobs.Create(ctx, digest, size)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		w.Cancel()
+		return fmt.Errorf("%w: after %d bytes: %w", ErrUnavailable, n, err)
+	}
+	if err := w.Commit(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	p.log.Info("cached blob", "repo", repo, "digest", digest, "bytes", n, "upstream", up.host+"/"+up.path)
+	return p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: n, LinkedAt: p.opts.Now()}, nil)
+}
+
+// Tags lists the tags of repo: the upstream's (when a rule covers repo and
+// the upstream answers) merged with those cached here.
+func (p *Puller) Tags(ctx context.Context, repo string) ([]string, error) {
+	local, err := p.meta.Tags(ctx, repo)
+	if err != nil {
+		return nil, err
+	}
+	up, ruled := p.match(repo)
+	if !ruled {
+		if len(local) == 0 {
+			if err := p.unknown(ctx, repo, nil); err != nil {
+				return nil, err
+			}
+		}
+		return local, nil
+	}
+	remote, err := p.upstreamTags(ctx, up)
+	if err != nil {
+		if errors.Is(err, errNotFound) && len(local) == 0 {
+			return nil, fmt.Errorf("%w: %s (upstream %s/%s does not exist)", ErrNameUnknown, repo, up.host, up.path)
+		}
+		p.log.Warn("listing cached tags only: upstream tag list failed", "repo", repo, "err", err)
+		return local, nil
+	}
+	set := map[string]bool{}
+	for _, t := range append(local, remote...) {
+		set[t] = true
+	}
+	out := make([]string, 0, len(set))
+	for t := range set {
+		out = append(out, t)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// upstreamTags reads every page of the upstream tag list (up to 100 pages).
+func (p *Puller) upstreamTags(ctx context.Context, up upstreamRepo) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
+	defer cancel()
+	next := up.endpoint.String() + "/v2/" + up.path + "/tags/list"
+	var tags []string
+	for page := 0; next != "" && page < 100; page++ {
+		resp, err := p.clients.do(ctx, up, http.MethodGet, next, nil)
+		if err != nil {
+			return nil, err
+		}
+		var body struct {
+			Tags []string `json:"tags"`
+		}
+		err = decodeJSON(resp.Body, &body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%w: tag list of %s/%s: %v", ErrUnavailable, up.host, up.path, err)
+		}
+		tags = append(tags, body.Tags...)
+		next = nextLink(up, resp.Header.Get("Link"))
+	}
+	return tags, nil
+}
+
+// nextLink resolves an RFC 5988 rel="next" Link header against the endpoint.
+func nextLink(up upstreamRepo, h string) string {
+	if h == "" || !strings.Contains(h, `rel="next"`) {
+		return ""
+	}
+	start, end := strings.IndexByte(h, '<'), strings.IndexByte(h, '>')
+	if start < 0 || end < start {
+		return ""
+	}
+	u, err := up.endpoint.Parse(h[start+1 : end])
+	if err != nil || u.Host != up.endpoint.Host {
+		return ""
+	}
+	return u.String()
+}
+
+// decodeJSON decodes at most 16 MiB of JSON from r.
+func decodeJSON(r io.Reader, v any) error {
+	return json.NewDecoder(io.LimitReader(r, 16<<20)).Decode(v)
+}

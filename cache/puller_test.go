@@ -1,0 +1,369 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	stdlog "log"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	ggcr "github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/regcache/regcache/storage"
+)
+
+// fixture is a puller wired to real storage and a real in-process upstream
+// registry, reached through a small proxy that can inject faults and
+// demand authentication.
+type fixture struct {
+	puller   *Puller
+	blobs    *storage.Blobs
+	meta     *storage.Meta
+	upstream *httptest.Server // the real registry
+	proxy    *httptest.Server // what regcache talks to
+	fault    atomic.Value     // func(w, r) bool: true when it answered
+	requests sync.Map         // "METHOD path" -> *atomic.Int64
+}
+
+type staticCreds map[string]authn.Authenticator
+
+func (s staticCreds) Exists(_ context.Context, set string) (bool, error) { _, ok := s[set]; return ok, nil }
+func (s staticCreds) Authenticator(_ context.Context, set string) (authn.Authenticator, error) {
+	if set == "" {
+		return authn.Anonymous, nil
+	}
+	return s[set], nil
+}
+
+func newFixture(t *testing.T, creds Credentials, rules ...Rule) *fixture {
+	t.Helper()
+	f := &fixture{}
+	f.fault.Store(func(http.ResponseWriter, *http.Request) bool { return false })
+	f.upstream = httptest.NewServer(ggcr.New(ggcr.Logger(stdlog.New(io.Discard, "", 0))))
+	t.Cleanup(f.upstream.Close)
+	target, _ := url.Parse(f.upstream.URL)
+	f.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _ := f.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
+		c.(*atomic.Int64).Add(1)
+		if f.fault.Load().(func(http.ResponseWriter, *http.Request) bool)(w, r) {
+			return
+		}
+		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target.String()+r.URL.RequestURI(), nil)
+		req.Header = r.Header.Clone()
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		for k, v := range resp.Header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(resp.StatusCode)
+		io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(f.proxy.Close)
+
+	dir := t.TempDir()
+	var err error
+	if f.blobs, err = storage.OpenBlobs(dir + "/blobs"); err != nil {
+		t.Fatal(err)
+	}
+	if f.meta, err = storage.OpenMeta(dir + "/meta.db"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.meta.Close() })
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	store, err := NewStore(t.Context(), f.meta, creds, rules, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eps, err := NewEndpoints(map[string]string{"docker.io": f.proxy.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.puller = NewPuller(store, eps, creds, f.blobs, f.meta, log, Options{})
+	return f
+}
+
+func (f *fixture) count(method, path string) int64 {
+	c, ok := f.requests.Load(method + " " + path)
+	if !ok {
+		return 0
+	}
+	return c.(*atomic.Int64).Load()
+}
+
+// push writes a random image to the real upstream (not through the proxy).
+func (f *fixture) push(t *testing.T, repo string) v1.Image {
+	t.Helper()
+	img, err := random.Image(4096, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.ParseReference(strings.TrimPrefix(f.upstream.URL, "http://")+"/"+repo, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// reader returns a function that reads content returned with an error.
+func reader(t *testing.T) func(Content, error) []byte {
+	return func(c Content, err error) []byte {
+		t.Helper()
+		return readAll(t, c, err)
+	}
+}
+
+func readAll(t *testing.T, c Content, err error) []byte {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.File.Close()
+	b, err := io.ReadAll(c.File)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var hubRule = Rule{Name: "hub-library", Source: "docker.io/library/*", Target: "hub/*"}
+
+func TestPullThroughThenServeStale(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	raw, _ := img.RawManifest()
+	want, _ := img.Digest()
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	lraw, _ := layers[0].Compressed()
+	wantLayer, _ := io.ReadAll(lraw)
+
+	got := reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
+	if !bytes.Equal(got, raw) {
+		t.Fatalf("manifest bytes differ from upstream")
+	}
+	if b := reader(t)(f.puller.Blob(t.Context(), "hub/app", ld.String())); !bytes.Equal(b, wantLayer) {
+		t.Fatalf("layer bytes differ from upstream")
+	}
+	if n := f.count(http.MethodGet, "/v2/library/app/blobs/"+ld.String()); n != 1 {
+		t.Fatalf("upstream blob GETs = %d, want 1", n)
+	}
+	// A second read of the blob is a hit: no upstream traffic.
+	reader(t)(f.puller.Blob(t.Context(), "hub/app", ld.String()))
+	if n := f.count(http.MethodGet, "/v2/library/app/blobs/"+ld.String()); n != 1 {
+		t.Fatalf("upstream blob GETs after hit = %d, want 1", n)
+	}
+
+	// The upstream goes away: the cached tag, digest and blob are served.
+	f.upstream.Close()
+	f.proxy.Close()
+	c, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+	if got := readAll(t, c, err); !bytes.Equal(got, raw) || c.Digest != want.String() {
+		t.Fatalf("stale manifest: digest %s, want %s", c.Digest, want)
+	}
+	reader(t)(f.puller.Manifest(t.Context(), "hub/app", want.String()))
+	reader(t)(f.puller.Blob(t.Context(), "hub/app", ld.String()))
+	// What was never fetched is not there.
+	if _, err := f.puller.Manifest(t.Context(), "hub/app", "v2"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("uncached tag with upstream down: err = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestTagRevalidation(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	f.push(t, "library/app:v1")
+	first, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+	readAll(t, first, err)
+	moved := f.push(t, "library/app:v1")
+	want, _ := moved.Digest()
+	c, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+	readAll(t, c, err)
+	if c.Digest != want.String() || c.Digest == first.Digest {
+		t.Fatalf("after the tag moved upstream: served %s, want %s", c.Digest, want)
+	}
+	tag, err := f.meta.Tag(t.Context(), "hub/app", "v1")
+	if err != nil || tag.Digest != want.String() {
+		t.Fatalf("tag pointer = %+v, %v; want digest %s", tag, err, want)
+	}
+	// Revalidation uses HEAD; the unchanged tag is not downloaded again.
+	gets := f.count(http.MethodGet, "/v2/library/app/manifests/v1")
+	reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
+	if f.count(http.MethodGet, "/v2/library/app/manifests/v1") != gets || f.count(http.MethodHead, "/v2/library/app/manifests/v1") < 2 {
+		t.Fatalf("unchanged tag: want a HEAD and no GET")
+	}
+}
+
+func TestCorruptUpstreamBlobIsNotStored(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/blobs/") {
+			return false
+		}
+		w.Header().Set("Content-Length", "4")
+		w.Write([]byte("evil"))
+		return true
+	})
+	if _, err := f.puller.Blob(t.Context(), "hub/app", ld.String()); !errors.Is(err, storage.ErrDigestMismatch) && !errors.Is(err, storage.ErrSizeMismatch) {
+		t.Fatalf("corrupt blob: err = %v, want a digest mismatch", err)
+	}
+	if _, err := f.blobs.Stat(t.Context(), ld.String()); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("corrupt blob left in the store: %v", err)
+	}
+	if _, err := f.meta.Linked(t.Context(), "hub/app", ld.String()); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("corrupt blob linked: %v", err)
+	}
+	f.fault.Store(func(http.ResponseWriter, *http.Request) bool { return false })
+	reader(t)(f.puller.Blob(t.Context(), "hub/app", ld.String()))
+}
+
+func TestCorruptUpstreamManifestIsNotStored(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	d, _ := img.Digest()
+	f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+		w.Write([]byte(`{"schemaVersion":2}`))
+		return true
+	})
+	if _, err := f.puller.Manifest(t.Context(), "hub/app", d.String()); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("manifest not matching its digest: err = %v, want ErrUnavailable", err)
+	}
+	if _, err := f.blobs.Stat(t.Context(), d.String()); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("mismatched manifest stored: %v", err)
+	}
+}
+
+// TestLinksArePerRepository: bytes stored for one rule are served under
+// another only after that rule's upstream confirmed it has them.
+func TestLinksArePerRepository(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule, Rule{Name: "other-app", Source: "docker.io/other/app", Target: "other"})
+	img := f.push(t, "library/app:v1")
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	reader(t)(f.puller.Blob(t.Context(), "hub/app", ld.String()))
+
+	f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+		if strings.HasPrefix(r.URL.Path, "/v2/other/") {
+			w.WriteHeader(http.StatusNotFound)
+			return true
+		}
+		return false
+	})
+	if _, err := f.puller.Blob(t.Context(), "other", ld.String()); !errors.Is(err, ErrBlobUnknown) {
+		t.Fatalf("blob under a repository it was not fetched for: err = %v, want ErrBlobUnknown", err)
+	}
+	if _, err := f.puller.Blob(t.Context(), "unruled", ld.String()); !errors.Is(err, ErrNameUnknown) {
+		t.Fatalf("blob under an unknown repository: err = %v, want ErrNameUnknown", err)
+	}
+	// Once the other upstream has it, a HEAD confirms it and no bytes move.
+	f.fault.Store(func(http.ResponseWriter, *http.Request) bool { return false })
+	f.push(t, "other/app:v1") // the ggcr registry shares blobs across repositories
+	reader(t)(f.puller.Blob(t.Context(), "other", ld.String()))
+	if n := f.count(http.MethodGet, "/v2/other/app/blobs/"+ld.String()); n != 0 {
+		t.Fatalf("GETs of a blob already stored = %d, want 0 (HEAD only)", n)
+	}
+	if n := f.count(http.MethodHead, "/v2/other/app/blobs/"+ld.String()); n < 1 {
+		t.Fatalf("no HEAD confirmed the blob for the second repository")
+	}
+}
+
+// TestUpstreamAuthChallenges runs the transport against basic and bearer
+// challenges (the proxy plays the token server) and anonymous bearer.
+func TestUpstreamAuthChallenges(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		creds   staticCreds
+		set     string
+		wantErr error
+	}{
+		{"basic", staticCreds{"good": &authn.Basic{Username: "u", Password: "p"}}, "good", nil},
+		{"basic wrong password", staticCreds{"bad": &authn.Basic{Username: "u", Password: "x"}}, "bad", ErrUnauthorized},
+		{"bearer", staticCreds{"good": &authn.Basic{Username: "u", Password: "p"}}, "good", nil},
+		{"bearer anonymous", staticCreds{}, "", nil},
+		{"bearer wrong password", staticCreds{"bad": &authn.Basic{Username: "u", Password: "x"}}, "bad", ErrUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rule := hubRule
+			rule.CredentialSet = tc.set
+			f := newFixture(t, tc.creds, rule)
+			img := f.push(t, "library/app:v1")
+			raw, _ := img.RawManifest()
+			bearer := strings.HasPrefix(tc.name, "bearer")
+			f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+				user, pass, hasBasic := r.BasicAuth()
+				okBasic := hasBasic && user == "u" && pass == "p"
+				if r.URL.Path == "/token" {
+					if hasBasic && !okBasic {
+						w.WriteHeader(http.StatusUnauthorized)
+						return true
+					}
+					tok := "anon"
+					if okBasic {
+						tok = "user"
+					}
+					w.Write([]byte(`{"token":"` + tok + `"}`))
+					return true
+				}
+				if bearer {
+					if a := r.Header.Get("Authorization"); a == "Bearer user" || (a == "Bearer anon" && tc.set == "") {
+						r.Header.Del("Authorization")
+						return false
+					}
+					w.Header().Set("WWW-Authenticate", `Bearer realm="`+f.proxy.URL+`/token",service="test",scope="repository:library/app:pull"`)
+				} else {
+					if okBasic {
+						return false
+					}
+					w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				}
+				w.WriteHeader(http.StatusUnauthorized)
+				return true
+			})
+			c, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "dTp4") { // base64("u:x")
+					t.Fatalf("error leaks the credentials: %v", err)
+				}
+				return
+			}
+			if got := readAll(t, c, err); !bytes.Equal(got, raw) {
+				t.Fatalf("manifest differs from upstream")
+			}
+		})
+	}
+}

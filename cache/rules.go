@@ -1,0 +1,325 @@
+// Package cache owns cache rules (validation, matching, overlap), the upstream
+// endpoint table and the puller that fetches a miss from the upstream,
+// verifies it and stores it.
+package cache
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+)
+
+// MaxRules is the number of cache rules a registry may hold.
+const MaxRules = 1000
+
+// Rule origins.
+const (
+	OriginAPI    = "api"    // created through the admin API; may be updated and deleted
+	OriginConfig = "config" // declared in the config file; read-only through the API
+)
+
+// Rule maps an upstream source repository to a local target repository.
+// A trailing "/*" on both sides makes a wildcard rule.
+type Rule struct {
+	Name          string `json:"name" yaml:"name"`
+	Source        string `json:"sourceRepository" yaml:"source"`
+	Target        string `json:"targetRepository" yaml:"target"`
+	CredentialSet string `json:"credentialSetName,omitempty" yaml:"credentialSet"`
+	Origin        string `json:"origin" yaml:"-"`
+}
+
+// Wildcard reports whether r is a wildcard rule.
+func (r Rule) Wildcard() bool { return strings.HasSuffix(r.Target, "/*") }
+
+// prefix returns the repository prefix of a wildcard side ("hub/*" -> "hub/").
+func prefix(s string) string { return strings.TrimSuffix(s, "*") }
+
+// FieldError is a validation failure naming the field, the value given and
+// what would have been accepted.
+type FieldError struct {
+	Field  string `json:"field"`
+	Value  string `json:"value"`
+	Reason string `json:"reason"`
+}
+
+func (e *FieldError) Error() string {
+	return fmt.Sprintf("invalid %s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+// ConflictError reports a rule that collides with an existing one.
+type ConflictError struct {
+	Rule   string `json:"rule"`
+	Reason string `json:"reason"`
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("conflicts with rule %q: %s", e.Rule, e.Reason)
+}
+
+var (
+	ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{5,50}$`)
+	// Repository name grammar of the OCI distribution spec.
+	repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	// Registry host, optionally with a port.
+	hostRE = regexp.MustCompile(`^(localhost|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?$`)
+	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
+
+// ValidRepository reports whether name follows the OCI repository grammar.
+func ValidRepository(name string) bool { return len(name) <= 255 && repoRE.MatchString(name) }
+
+// ValidTag reports whether tag follows the OCI tag grammar.
+func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
+
+// DockerHub is the login server name of Docker Hub.
+const DockerHub = "docker.io"
+
+// normaliseHost maps Docker Hub's aliases to docker.io.
+func normaliseHost(h string) string {
+	switch strings.ToLower(h) {
+	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
+		return DockerHub
+	}
+	return h
+}
+
+// isHost reports whether the first path segment of a reference names a
+// registry (as opposed to a Docker Hub namespace such as "library").
+func isHost(seg string) bool {
+	return seg == "localhost" || strings.ContainsAny(seg, ".:[")
+}
+
+// Normalize validates r and returns it in canonical form: Docker Hub aliases
+// become docker.io, one-segment Docker Hub paths get "library/", and the
+// origin is left as given.
+func Normalize(r Rule) (Rule, error) {
+	if !ruleNameRE.MatchString(r.Name) {
+		return r, &FieldError{"name", r.Name, "must be 5-50 characters, each a letter, digit or '-'"}
+	}
+	src, err := normaliseSource(r.Source)
+	if err != nil {
+		return r, err
+	}
+	r.Source = src
+	if err := validateTarget(r.Target); err != nil {
+		return r, err
+	}
+	if strings.HasSuffix(r.Source, "/*") != r.Wildcard() {
+		return r, &FieldError{"targetRepository", r.Target, fmt.Sprintf("source %q and target must both end in /* (a wildcard rule) or neither", r.Source)}
+	}
+	return r, nil
+}
+
+func normaliseSource(s string) (string, error) {
+	const field = "sourceRepository"
+	if s == "" {
+		return "", &FieldError{field, s, "required: a registry host and repository path, e.g. docker.io/library/ubuntu or ghcr.io/org/*"}
+	}
+	if strings.Contains(s, "://") {
+		return "", &FieldError{field, s, "give a registry host and path without a scheme, e.g. docker.io/library/ubuntu"}
+	}
+	if strings.Contains(s, "@") {
+		return "", &FieldError{field, s, "must not include a digest: a rule caches a whole repository, e.g. docker.io/library/ubuntu"}
+	}
+	host, path, ok := strings.Cut(s, "/")
+	if !ok || !isHost(host) {
+		return "", &FieldError{field, s, "must start with a registry host (a name with a dot or port, or localhost), e.g. docker.io/" + s}
+	}
+	if !hostRE.MatchString(host) {
+		return "", &FieldError{field, s, fmt.Sprintf("registry host %q is not a valid host[:port]", host)}
+	}
+	if i := strings.LastIndex(path, "/"); strings.Contains(path[i+1:], ":") {
+		return "", &FieldError{field, s, "must not include a tag: a rule caches a whole repository, e.g. " + host + "/" + path[:strings.LastIndex(path, ":")]}
+	}
+	host = normaliseHost(host)
+	wild := strings.HasSuffix(path, "/*") || path == "*"
+	repo := strings.TrimSuffix(strings.TrimSuffix(path, "*"), "/")
+	if host == DockerHub && repo != "" && !strings.Contains(repo, "/") && !wild {
+		repo = "library/" + repo
+	}
+	if strings.Contains(repo, "*") {
+		return "", &FieldError{field, s, "a wildcard is allowed only as the whole last segment, e.g. docker.io/library/*"}
+	}
+	if repo == "" {
+		if !wild {
+			return "", &FieldError{field, s, "needs a repository path after the registry host"}
+		}
+		return host + "/*", nil
+	}
+	if !ValidRepository(repo) {
+		return "", &FieldError{field, s, "repository path must be lowercase letters and digits separated by '.', '_', '__', '-' or '/'"}
+	}
+	if wild {
+		return host + "/" + repo + "/*", nil
+	}
+	return host + "/" + repo, nil
+}
+
+func validateTarget(t string) error {
+	const field = "targetRepository"
+	repo := strings.TrimSuffix(t, "/*")
+	if t == "" {
+		return &FieldError{field, t, "required: a local repository name such as ubuntu, or hub/* for a wildcard rule"}
+	}
+	if strings.Contains(repo, "*") {
+		return &FieldError{field, t, "a wildcard is allowed only as a trailing /* after a repository prefix, e.g. hub/*"}
+	}
+	if strings.ContainsAny(repo, ":@") {
+		return &FieldError{field, t, "must not include a tag or digest"}
+	}
+	if !ValidRepository(repo) {
+		return &FieldError{field, t, "must be lowercase letters and digits separated by '.', '_', '__', '-' or '/', e.g. ubuntu or hub/library"}
+	}
+	return nil
+}
+
+// checkConflict reports whether candidate collides with existing rule r.
+// Two rules may not share a name, a static target or a static source, and
+// two wildcard rules may not share a prefix on either side (the request
+// would be ambiguous). Nested wildcard prefixes are allowed: the longest wins.
+func checkConflict(candidate, r Rule) error {
+	switch {
+	case candidate.Name == r.Name:
+		return &ConflictError{r.Name, "a rule with this name exists"}
+	case candidate.Target == r.Target:
+		return &ConflictError{r.Name, fmt.Sprintf("it already maps target repository %q (from %s)", r.Target, r.Source)}
+	case candidate.Source == r.Source:
+		return &ConflictError{r.Name, fmt.Sprintf("it already caches source repository %q (into %s)", r.Source, r.Target)}
+	}
+	return nil
+}
+
+// Match is the result of resolving a local repository name through the rules.
+type Match struct {
+	Rule Rule
+	// Upstream is the source repository on the upstream, without the host
+	// (e.g. "library/ubuntu").
+	Upstream string
+	// Host is the upstream login server (e.g. "docker.io").
+	Host string
+}
+
+// RuleSet is an immutable, validated set of rules ready for matching.
+type RuleSet struct {
+	static   map[string]Rule // by target repository
+	wildcard []Rule          // sorted by target prefix length, longest first
+	bySource []Rule          // every rule, longest source prefix first
+	all      []Rule          // sorted by name
+}
+
+// NewRuleSet validates rules (normalising each) and checks them pairwise for
+// conflicts.
+func NewRuleSet(rules []Rule) (*RuleSet, error) {
+	rs := &RuleSet{static: map[string]Rule{}}
+	if len(rules) > MaxRules {
+		return nil, fmt.Errorf("%d rules given: at most %d are allowed", len(rules), MaxRules)
+	}
+	for _, r := range rules {
+		n, err := Normalize(r)
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: %w", r.Name, err)
+		}
+		for _, e := range rs.all {
+			if err := checkConflict(n, e); err != nil {
+				return nil, fmt.Errorf("rule %q: %w", n.Name, err)
+			}
+		}
+		rs.all = append(rs.all, n)
+	}
+	sort.Slice(rs.all, func(i, j int) bool { return rs.all[i].Name < rs.all[j].Name })
+	for _, r := range rs.all {
+		if r.Wildcard() {
+			rs.wildcard = append(rs.wildcard, r)
+		} else {
+			rs.static[r.Target] = r
+		}
+	}
+	sort.SliceStable(rs.wildcard, func(i, j int) bool { return len(rs.wildcard[i].Target) > len(rs.wildcard[j].Target) })
+	rs.bySource = append([]Rule(nil), rs.all...)
+	sort.SliceStable(rs.bySource, func(i, j int) bool {
+		if rs.bySource[i].Wildcard() != rs.bySource[j].Wildcard() {
+			return !rs.bySource[i].Wildcard()
+		}
+		return len(rs.bySource[i].Source) > len(rs.bySource[j].Source)
+	})
+	return rs, nil
+}
+
+// Rules returns every rule, sorted by name.
+func (rs *RuleSet) Rules() []Rule { return append([]Rule(nil), rs.all...) }
+
+// Get returns the rule with the given name.
+func (rs *RuleSet) Get(name string) (Rule, bool) {
+	for _, r := range rs.all {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Rule{}, false
+}
+
+// Check reports whether candidate (normalised) may join the set; replacing
+// names a rule that candidate replaces (an update) and is skipped.
+func (rs *RuleSet) Check(candidate Rule, replacing string) error {
+	count := 0
+	for _, e := range rs.all {
+		if e.Name == replacing {
+			continue
+		}
+		count++
+		if err := checkConflict(candidate, e); err != nil {
+			return err
+		}
+	}
+	if count >= MaxRules {
+		return fmt.Errorf("%w: this registry already has %d rules, the maximum", ErrTooManyRules, MaxRules)
+	}
+	return nil
+}
+
+// Match resolves a local repository name to the rule that caches it: a
+// static rule with that exact target, else the wildcard rule with the
+// longest target prefix.
+func (rs *RuleSet) Match(repo string) (Match, bool) {
+	if r, ok := rs.static[repo]; ok {
+		host, path, _ := strings.Cut(r.Source, "/")
+		return Match{Rule: r, Host: host, Upstream: path}, true
+	}
+	for _, r := range rs.wildcard {
+		p := prefix(r.Target)
+		if rest, ok := strings.CutPrefix(repo, p); ok && rest != "" {
+			host, path, _ := strings.Cut(prefix(r.Source)+rest, "/")
+			return Match{Rule: r, Host: host, Upstream: path}, true
+		}
+	}
+	return Match{}, false
+}
+
+// MatchSource resolves an upstream repository ("docker.io/library/alpine";
+// Docker Hub aliases and one-segment paths are normalised) to the rule whose
+// source covers it and the local repository it maps to: a static rule with
+// that exact source, else the wildcard rule with the longest source prefix.
+func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
+	host, path, ok := strings.Cut(source, "/")
+	if !ok {
+		return Match{}, "", false
+	}
+	host = normaliseHost(host)
+	if host == DockerHub && !strings.Contains(path, "/") {
+		path = "library/" + path
+	}
+	full := host + "/" + path
+	for _, r := range rs.bySource {
+		if !r.Wildcard() {
+			if r.Source == full {
+				return Match{Rule: r, Host: host, Upstream: path}, r.Target, true
+			}
+			continue
+		}
+		if rest, ok := strings.CutPrefix(full, prefix(r.Source)); ok && rest != "" {
+			return Match{Rule: r, Host: host, Upstream: path}, prefix(r.Target) + rest, true
+		}
+	}
+	return Match{}, "", false
+}

@@ -1,0 +1,222 @@
+package cache
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+)
+
+// Records is the persistence the rule store needs (storage.Meta provides it).
+type Records interface {
+	PutRecord(ctx context.Context, kind, key string, value []byte) error
+	DeleteRecord(ctx context.Context, kind, key string) error
+	Records(ctx context.Context, kind string) (map[string][]byte, error)
+}
+
+// Credentials is the seam to credential sets: whether a set exists, and the
+// authenticator to use for a rule's upstream requests.
+type Credentials interface {
+	// Exists reports whether a credential set with that name exists.
+	Exists(ctx context.Context, set string) (bool, error)
+	// Authenticator returns the upstream credentials of the set ("" means
+	// the rule has no set: anonymous).
+	Authenticator(ctx context.Context, set string) (authn.Authenticator, error)
+}
+
+// Anonymous is the Credentials of a registry without credential sets: no set
+// exists and every upstream request is anonymous.
+type Anonymous struct{}
+
+// Exists reports false: no credential set exists.
+func (Anonymous) Exists(context.Context, string) (bool, error) { return false, nil }
+
+// Authenticator returns anonymous credentials.
+func (Anonymous) Authenticator(context.Context, string) (authn.Authenticator, error) {
+	return authn.Anonymous, nil
+}
+
+const recordKind = "cache-rules"
+
+// Store holds the cache rules: those declared in the config file (read-only)
+// and those created through the admin API (persisted). Matching reads an
+// immutable snapshot, so requests never wait for an admin change.
+type Store struct {
+	mu      sync.Mutex // serialises changes
+	current atomic.Pointer[RuleSet]
+	records Records
+	creds   Credentials
+}
+
+// NewStore loads the rules persisted in records on top of the config rules.
+// A config rule that is invalid or conflicts with another config rule is an
+// error; a persisted rule that conflicts with a config rule is skipped and
+// logged, so that the server still starts.
+func NewStore(ctx context.Context, records Records, creds Credentials, config []Rule, log *slog.Logger) (*Store, error) {
+	for i := range config {
+		config[i].Origin = OriginConfig
+	}
+	rs, err := NewRuleSet(config)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	stored, err := records.Records(ctx, recordKind)
+	if err != nil {
+		return nil, fmt.Errorf("load cache rules: %w", err)
+	}
+	names := make([]string, 0, len(stored))
+	for n := range stored {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	rules := rs.Rules()
+	for _, n := range names {
+		var r Rule
+		if err := json.Unmarshal(stored[n], &r); err != nil {
+			return nil, fmt.Errorf("load cache rule %q: %w", n, err)
+		}
+		r.Origin = OriginAPI
+		n, err := Normalize(r)
+		for _, e := range rules {
+			if err == nil {
+				err = checkConflict(n, e)
+			}
+		}
+		if err != nil {
+			log.Error("stored cache rule ignored", "rule", r.Name, "err", err)
+			continue
+		}
+		rules = append(rules, n)
+	}
+	if rs, err = NewRuleSet(rules); err != nil {
+		return nil, fmt.Errorf("load cache rules: %w", err)
+	}
+	s := &Store{records: records, creds: creds}
+	s.current.Store(rs)
+	return s, nil
+}
+
+// Snapshot returns the current rules for matching.
+func (s *Store) Snapshot() *RuleSet { return s.current.Load() }
+
+// List returns every rule, sorted by name.
+func (s *Store) List() []Rule { return s.Snapshot().Rules() }
+
+// Get returns the named rule or ErrRuleNotFound.
+func (s *Store) Get(name string) (Rule, error) {
+	r, ok := s.Snapshot().Get(name)
+	if !ok {
+		return Rule{}, fmt.Errorf("%w: %q", ErrRuleNotFound, name)
+	}
+	return r, nil
+}
+
+// Create validates and adds a rule.
+func (s *Store) Create(ctx context.Context, r Rule) (Rule, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r.Origin = OriginAPI
+	n, err := s.validate(ctx, r)
+	if err != nil {
+		return Rule{}, err
+	}
+	if err := s.Snapshot().Check(n, ""); err != nil {
+		return Rule{}, err
+	}
+	return n, s.commit(ctx, n, "")
+}
+
+// Update replaces the credential set of a rule ("" detaches it). Source and
+// target are fixed for the life of a rule, as with the managed services.
+func (s *Store) Update(ctx context.Context, name, credentialSet string) (Rule, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, err := s.Get(name)
+	if err != nil {
+		return Rule{}, err
+	}
+	if old.Origin == OriginConfig {
+		return Rule{}, fmt.Errorf("%w: edit rule %q in the config file", ErrReadOnly, name)
+	}
+	old.CredentialSet = credentialSet
+	n, err := s.validate(ctx, old)
+	if err != nil {
+		return Rule{}, err
+	}
+	return n, s.commit(ctx, n, name)
+}
+
+// Delete removes a rule created through the API. Cached content stays in the
+// store and remains served from the target repository.
+func (s *Store) Delete(ctx context.Context, name string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old, err := s.Get(name)
+	if err != nil {
+		return err
+	}
+	if old.Origin == OriginConfig {
+		return fmt.Errorf("%w: remove rule %q from the config file", ErrReadOnly, name)
+	}
+	var keep []Rule
+	for _, r := range s.List() {
+		if r.Name != name {
+			keep = append(keep, r)
+		}
+	}
+	rs, err := NewRuleSet(keep)
+	if err != nil {
+		return err
+	}
+	if err := s.records.DeleteRecord(ctx, recordKind, name); err != nil {
+		return fmt.Errorf("delete cache rule %q: %w", name, err)
+	}
+	s.current.Store(rs)
+	return nil
+}
+
+func (s *Store) validate(ctx context.Context, r Rule) (Rule, error) {
+	n, err := Normalize(r)
+	if err != nil {
+		return Rule{}, err
+	}
+	if n.CredentialSet != "" {
+		ok, err := s.creds.Exists(ctx, n.CredentialSet)
+		if err != nil {
+			return Rule{}, fmt.Errorf("look up credential set %q: %w", n.CredentialSet, err)
+		}
+		if !ok {
+			return Rule{}, &FieldError{"credentialSetName", n.CredentialSet, "no credential set with this name exists; create it first (regcache credential-set create) or omit it for anonymous pulls"}
+		}
+	}
+	return n, nil
+}
+
+// commit persists n and publishes a new snapshot; replacing names the rule
+// n replaces ("" for a new rule).
+func (s *Store) commit(ctx context.Context, n Rule, replacing string) error {
+	rules := []Rule{n}
+	for _, r := range s.List() {
+		if r.Name != replacing {
+			rules = append(rules, r)
+		}
+	}
+	rs, err := NewRuleSet(rules)
+	if err != nil {
+		return err
+	}
+	raw, err := json.Marshal(n)
+	if err != nil {
+		return err
+	}
+	if err := s.records.PutRecord(ctx, recordKind, n.Name, raw); err != nil {
+		return fmt.Errorf("save cache rule %q: %w", n.Name, err)
+	}
+	s.current.Store(rs)
+	return nil
+}

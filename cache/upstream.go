@@ -1,0 +1,166 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+)
+
+// manifestAccept lists every manifest media type regcache stores and serves.
+var manifestAccept = strings.Join([]string{
+	"application/vnd.oci.image.index.v1+json",
+	"application/vnd.oci.image.manifest.v1+json",
+	"application/vnd.docker.distribution.manifest.list.v2+json",
+	"application/vnd.docker.distribution.manifest.v2+json",
+}, ", ")
+
+// errorBodyLimit caps how much of an upstream error body is read.
+const errorBodyLimit = 64 << 10
+
+// upstreamRepo is one repository on one upstream, reached with one
+// credential set: the unit of authentication (bearer tokens are scoped to
+// a repository).
+type upstreamRepo struct {
+	endpoint *url.URL
+	path     string // repository path on the upstream, e.g. library/ubuntu
+	credSet  string
+	host     string // login server, e.g. docker.io
+}
+
+func (u upstreamRepo) key() string { return u.endpoint.String() + "/" + u.path + "#" + u.credSet }
+
+func (u upstreamRepo) url(kind, ref string) string {
+	return u.endpoint.String() + "/v2/" + u.path + "/" + kind + "/" + ref
+}
+
+// clients caches one authenticated http.Client per upstream repository,
+// so the bearer-token handshake happens once, not per request.
+type clients struct {
+	base  http.RoundTripper
+	creds Credentials
+	ttl   time.Duration
+
+	mu sync.Mutex
+	m  map[string]cachedClient
+}
+
+type cachedClient struct {
+	c       *http.Client
+	created time.Time
+}
+
+func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error) {
+	k := u.key()
+	cs.mu.Lock()
+	cc, ok := cs.m[k]
+	cs.mu.Unlock()
+	if ok && time.Since(cc.created) < cs.ttl {
+		return cc.c, nil
+	}
+	auth, err := cs.creds.Authenticator(ctx, u.credSet)
+	if err != nil {
+		return nil, fmt.Errorf("%w: credential set %q: %v", ErrUnauthorized, u.credSet, err)
+	}
+	var opts []name.Option
+	if u.endpoint.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(u.endpoint.Host, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", u.endpoint, err)
+	}
+	rt, err := transport.NewWithContext(ctx, reg, auth, cs.base, []string{"repository:" + u.path + ":pull"})
+	if err != nil {
+		return nil, classify(fmt.Errorf("authenticate to %s for %s: %w", u.endpoint, u.path, err), 0, err)
+	}
+	c := &http.Client{Transport: rt}
+	cs.mu.Lock()
+	cs.m[k] = cachedClient{c: c, created: time.Now()}
+	cs.mu.Unlock()
+	return c, nil
+}
+
+// forget drops the cached client of u (after the upstream refused it).
+func (cs *clients) forget(u upstreamRepo) {
+	cs.mu.Lock()
+	delete(cs.m, u.key())
+	cs.mu.Unlock()
+}
+
+// do sends one request to the upstream repository; a non-2xx answer is
+// returned as an error classified by status (the body is closed).
+func (cs *clients) do(ctx context.Context, u upstreamRepo, method, target string, header http.Header) (*http.Response, error) {
+	c, err := cs.get(ctx, u)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			uerr.URL = redact(uerr.URL)
+		}
+		return nil, classify(fmt.Errorf("%s %s: %w", method, redact(target), err), 0, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, errorBodyLimit))
+	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
+		cs.forget(u)
+	}
+	msg := strings.TrimSpace(string(body))
+	if len(msg) > 300 {
+		msg = msg[:300] + "..."
+	}
+	return nil, classify(fmt.Errorf("%s %s: upstream answered %s %s", method, redact(target), resp.Status, msg), resp.StatusCode, nil)
+}
+
+// errNotFound marks an upstream 404; callers turn it into the specific
+// MANIFEST_UNKNOWN or BLOB_UNKNOWN.
+var errNotFound = errors.New("not found upstream")
+
+// classify wraps err with the sentinel matching an upstream status (or
+// with ErrUnavailable for transport failures).
+func classify(err error, status int, cause error) error {
+	var terr *transport.Error
+	if status == 0 && errors.As(cause, &terr) {
+		status = terr.StatusCode
+	}
+	switch status {
+	case http.StatusNotFound:
+		return fmt.Errorf("%w: %w", errNotFound, err)
+	case http.StatusUnauthorized:
+		return fmt.Errorf("%w: %w", ErrUnauthorized, err)
+	case http.StatusForbidden:
+		return fmt.Errorf("%w: %w", ErrDenied, err)
+	case http.StatusTooManyRequests:
+		return fmt.Errorf("%w: %w", ErrTooManyRequests, err)
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
+// redact drops any query string (pre-signed CDN URLs carry tokens there).
+func redact(target string) string {
+	if i := strings.IndexByte(target, '?'); i >= 0 {
+		return target[:i] + "?..."
+	}
+	return target
+}

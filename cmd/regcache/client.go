@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// adminClient talks to the admin API of a running regcache.
+type adminClient struct {
+	server string
+	token  string
+	http   *http.Client
+}
+
+// clientFlags registers the flags every admin command shares.
+func clientFlags(cmd *cobra.Command) {
+	f := cmd.PersistentFlags()
+	f.String("server", "", "regcache URL (env REGCACHE_SERVER; default http://localhost:5000)")
+	f.String("token", "", "admin token (env REGCACHE_TOKEN; default: read from --token-file)")
+	f.String("token-file", "", "file holding the admin token (default <REGCACHE_DATA_DIR or ./regcache-data>/admin.token)")
+	f.StringP("output", "o", "json", "output format: json or table")
+}
+
+func newAdminClient(cmd *cobra.Command, getenv func(string) string) (*adminClient, error) {
+	pick := func(flag, env, def string) string {
+		if v, _ := cmd.Flags().GetString(flag); v != "" {
+			return v
+		}
+		if v := getenv(env); v != "" {
+			return v
+		}
+		return def
+	}
+	server := strings.TrimRight(pick("server", "REGCACHE_SERVER", "http://localhost:5000"), "/")
+	if u, err := url.Parse(server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("--server %q: want a URL such as http://localhost:5000", server)
+	}
+	token := pick("token", "REGCACHE_TOKEN", "")
+	if token == "" {
+		dataDir := getenv("REGCACHE_DATA_DIR")
+		if dataDir == "" {
+			dataDir = "./regcache-data"
+		}
+		path := pick("token-file", "", filepath.Join(dataDir, "admin.token"))
+		raw, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("no admin token: %s does not exist; pass --token, set REGCACHE_TOKEN, or point --token-file at the server's <data-dir>/admin.token", path)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("admin token: %w", err)
+		}
+		token = strings.TrimSpace(string(raw))
+	}
+	return &adminClient{server: server, token: token, http: &http.Client{Timeout: 30 * time.Second}}, nil
+}
+
+// do sends a JSON request and decodes a JSON answer into out (when not nil).
+func (c *adminClient) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.server+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach regcache at %s: %w", c.server, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read answer from %s: %w", c.server, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e struct {
+			Error struct {
+				Code    string `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
+			return fmt.Errorf("%s (%s)", e.Error.Message, e.Error.Code)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+	}
+	if out != nil && len(raw) > 0 {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}

@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/regcache/regcache/cache"
+)
+
+// Config is every setting of `regcache serve`. Each field is set, in rising
+// precedence, by its default, the YAML config file, a REGCACHE_* environment
+// variable and a command-line flag.
+type Config struct {
+	// Listen is the address of the registry and admin API (flag --listen,
+	// env REGCACHE_LISTEN, default ":5000").
+	Listen string `yaml:"listen"`
+	// DataDir holds blobs, the metadata database and the generated admin
+	// token (--data-dir, REGCACHE_DATA_DIR, default "./regcache-data").
+	DataDir string `yaml:"dataDir"`
+	// AdminTokenFile names a file holding the admin token, e.g. a mounted
+	// Secret (--admin-token-file, REGCACHE_ADMIN_TOKEN_FILE). Default:
+	// <dataDir>/admin.token, generated on first start.
+	AdminTokenFile string `yaml:"adminTokenFile"`
+	// Upstreams maps login servers to endpoint URLs (--upstream host=url,
+	// repeatable; REGCACHE_UPSTREAM="host=url,host=url").
+	Upstreams map[string]string `yaml:"upstreams"`
+	// Rules are cache rules declared here; read-only through the admin API.
+	Rules []cache.Rule `yaml:"rules"`
+	// LogLevel is debug, info, warn or error (--log-level, REGCACHE_LOG_LEVEL).
+	LogLevel string `yaml:"logLevel"`
+	// LogFormat is text or json (--log-format, REGCACHE_LOG_FORMAT).
+	LogFormat string `yaml:"logFormat"`
+}
+
+func defaultConfig() Config {
+	return Config{Listen: ":5000", DataDir: "./regcache-data", LogLevel: "info", LogFormat: "text", Upstreams: map[string]string{}}
+}
+
+// serveFlags registers the flags of `serve`.
+func serveFlags(fs *pflag.FlagSet) {
+	d := defaultConfig()
+	fs.String("config", "", "YAML config file (env REGCACHE_CONFIG); flags and REGCACHE_* variables override it")
+	fs.String("listen", d.Listen, "address to serve the registry and admin API on (env REGCACHE_LISTEN)")
+	fs.String("data-dir", d.DataDir, "directory for blobs, metadata and the generated admin token (env REGCACHE_DATA_DIR)")
+	fs.String("admin-token-file", "", "file holding the admin token (env REGCACHE_ADMIN_TOKEN_FILE; default <data-dir>/admin.token, generated on first start)")
+	fs.StringArray("upstream", nil, "login server to endpoint URL, e.g. docker.io=https://mirror.example.com or ghcr.io=http://127.0.0.1:5001; repeatable (env REGCACHE_UPSTREAM, comma-separated)")
+	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
+	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
+}
+
+// loadConfig builds the Config from defaults, the config file, the
+// environment and the flags that were set, then validates it.
+func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	path, _ := fs.GetString("config")
+	if path == "" {
+		path = getenv("REGCACHE_CONFIG")
+	}
+	if path != "" {
+		if err := readConfigFile(path, &cfg); err != nil {
+			return cfg, err
+		}
+	}
+	str := func(dst *string, flag, env string) {
+		if v := getenv(env); v != "" {
+			*dst = v
+		}
+		if fs.Changed(flag) {
+			*dst, _ = fs.GetString(flag)
+		}
+	}
+	str(&cfg.Listen, "listen", "REGCACHE_LISTEN")
+	str(&cfg.DataDir, "data-dir", "REGCACHE_DATA_DIR")
+	str(&cfg.AdminTokenFile, "admin-token-file", "REGCACHE_ADMIN_TOKEN_FILE")
+	str(&cfg.LogLevel, "log-level", "REGCACHE_LOG_LEVEL")
+	str(&cfg.LogFormat, "log-format", "REGCACHE_LOG_FORMAT")
+	var pairs []string
+	if v := getenv("REGCACHE_UPSTREAM"); v != "" {
+		pairs = strings.Split(v, ",")
+	}
+	flagPairs, _ := fs.GetStringArray("upstream")
+	for _, kv := range append(pairs, flagPairs...) {
+		host, u, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || host == "" || u == "" {
+			return cfg, fmt.Errorf("upstream %q: want <login-server>=<endpoint URL>, e.g. docker.io=http://127.0.0.1:5001", kv)
+		}
+		cfg.Upstreams[host] = u
+	}
+	return cfg, cfg.validate()
+}
+
+func readConfigFile(path string, cfg *Config) error {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	if cfg.Upstreams == nil {
+		cfg.Upstreams = map[string]string{}
+	}
+	return nil
+}
+
+func (c Config) validate() error {
+	if c.Listen == "" {
+		return errors.New("listen: must not be empty, e.g. :5000 or 127.0.0.1:5000")
+	}
+	if c.DataDir == "" {
+		return errors.New("dataDir: must not be empty, e.g. ./regcache-data or /var/lib/regcache")
+	}
+	if _, err := parseLevel(c.LogLevel); err != nil {
+		return err
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("logFormat %q: want text or json", c.LogFormat)
+	}
+	if _, err := cache.NewEndpoints(c.Upstreams); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("logLevel %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func newLogger(c Config, w io.Writer) *slog.Logger {
+	level, _ := parseLevel(c.LogLevel)
+	opts := &slog.HandlerOptions{Level: level}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/registry"
+	"github.com/regcache/regcache/storage"
+)
+
+// serve runs the registry until ctx is cancelled.
+func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
+	}
+	token, tokenPath, err := adminToken(cfg)
+	if err != nil {
+		return err
+	}
+	blobs, err := storage.OpenBlobs(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return err
+	}
+	meta, err := storage.OpenMeta(filepath.Join(cfg.DataDir, "meta.db"))
+	if err != nil {
+		return err
+	}
+	defer meta.Close()
+	endpoints, err := cache.NewEndpoints(cfg.Upstreams)
+	if err != nil {
+		return err
+	}
+	creds := cache.Anonymous{}
+	rules, err := cache.NewStore(ctx, meta, creds, cfg.Rules, log)
+	if err != nil {
+		return err
+	}
+	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{})
+	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	log.Info("regcache serving", "addr", ln.Addr().String(), "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
+		"rules", len(rules.List()), "upstreams", endpoints.String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// adminToken reads the configured token file or, when none is configured,
+// <data-dir>/admin.token, generating it (mode 0600) on first start.
+func adminToken(cfg Config) (token, path string, err error) {
+	if cfg.AdminTokenFile != "" {
+		raw, err := os.ReadFile(cfg.AdminTokenFile)
+		if err != nil {
+			return "", "", fmt.Errorf("admin token file: %w", err)
+		}
+		t := strings.TrimSpace(string(raw))
+		if len(t) < 16 {
+			return "", "", fmt.Errorf("admin token file %s: the token must be at least 16 characters", cfg.AdminTokenFile)
+		}
+		return t, cfg.AdminTokenFile, nil
+	}
+	path = filepath.Join(cfg.DataDir, "admin.token")
+	raw, err := os.ReadFile(path)
+	if err == nil && strings.TrimSpace(string(raw)) != "" {
+		return strings.TrimSpace(string(raw)), path, nil
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return "", "", fmt.Errorf("admin token: %w", err)
+	}
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return "", "", err
+	}
+	token = hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write admin token: %w", err)
+	}
+	return token, path, nil
+}

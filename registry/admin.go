@@ -1,0 +1,167 @@
+package registry
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/regcache/regcache/cache"
+)
+
+// Admin API, JSON over HTTP, guarded by the admin token:
+//
+//	GET    /admin/v1/cache-rules          list
+//	POST   /admin/v1/cache-rules          create (body: a rule)
+//	GET    /admin/v1/cache-rules/{name}   show
+//	PATCH  /admin/v1/cache-rules/{name}   update (body: {"credentialSetName": "..."}; "" detaches)
+//	DELETE /admin/v1/cache-rules/{name}   delete
+func (s *server) adminRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /admin/v1/cache-rules", s.admin(s.listRules))
+	mux.Handle("POST /admin/v1/cache-rules", s.admin(s.createRule))
+	mux.Handle("GET /admin/v1/cache-rules/{name}", s.admin(s.showRule))
+	mux.Handle("PATCH /admin/v1/cache-rules/{name}", s.admin(s.updateRule))
+	mux.Handle("DELETE /admin/v1/cache-rules/{name}", s.admin(s.deleteRule))
+	mux.Handle("/admin/", s.admin(func(w http.ResponseWriter, r *http.Request) error {
+		return fmt.Errorf("%w: %s %s", errNotFound, r.Method, r.URL.Path)
+	}))
+}
+
+// AdminError is the body of every failed admin request.
+type AdminError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+	Value   string `json:"value,omitempty"`
+	Rule    string `json:"conflictingRule,omitempty"`
+}
+
+// admin wraps an admin handler with token authentication and error writing.
+func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || subtle.ConstantTimeCompare([]byte(tok), []byte(s.AdminToken)) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="regcache-admin"`)
+			writeJSON(w, http.StatusUnauthorized, map[string]AdminError{"error": {Code: "UNAUTHORIZED",
+				Message: "admin token missing or wrong: send Authorization: Bearer <token> (regcache writes it to <data-dir>/admin.token)"}})
+			return
+		}
+		if err := h(w, r); err != nil {
+			status, body := adminError(err)
+			if status >= 500 {
+				s.Log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeJSON(w, status, map[string]AdminError{"error": body})
+		}
+	})
+}
+
+func adminError(err error) (int, AdminError) {
+	var fe *cache.FieldError
+	var ce *cache.ConflictError
+	switch {
+	case errors.As(err, &fe):
+		return http.StatusBadRequest, AdminError{Code: "INVALID_FIELD", Message: err.Error(), Field: fe.Field, Value: fe.Value}
+	case errors.As(err, &ce):
+		return http.StatusConflict, AdminError{Code: "CONFLICT", Message: err.Error(), Rule: ce.Rule}
+	case errors.Is(err, cache.ErrRuleNotFound), errors.Is(err, errNotFound):
+		return http.StatusNotFound, AdminError{Code: "NOT_FOUND", Message: err.Error()}
+	case errors.Is(err, cache.ErrReadOnly):
+		return http.StatusConflict, AdminError{Code: "READ_ONLY", Message: err.Error()}
+	case errors.Is(err, cache.ErrTooManyRules):
+		return http.StatusConflict, AdminError{Code: "LIMIT_REACHED", Message: err.Error()}
+	case errors.Is(err, errBadRequest):
+		return http.StatusBadRequest, AdminError{Code: "BAD_REQUEST", Message: err.Error()}
+	}
+	return http.StatusInternalServerError, AdminError{Code: "INTERNAL", Message: err.Error()}
+}
+
+var errBadRequest = errors.New("bad request")
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// decodeBody decodes a JSON request body of at most 1 MiB, refusing
+// unknown fields so a typo is not silently ignored.
+func decodeBody(r *http.Request, v any) error {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: request body: %v", errBadRequest, err)
+	}
+	return nil
+}
+
+func (s *server) listRules(w http.ResponseWriter, r *http.Request) error {
+	rules := s.Rules.List()
+	if rules == nil {
+		rules = []cache.Rule{}
+	}
+	writeJSON(w, http.StatusOK, rules)
+	return nil
+}
+
+func (s *server) showRule(w http.ResponseWriter, r *http.Request) error {
+	rule, err := s.Rules.Get(r.PathValue("name"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, rule)
+	return nil
+}
+
+func (s *server) createRule(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		Name          string `json:"name"`
+		Source        string `json:"sourceRepository"`
+		Target        string `json:"targetRepository"`
+		CredentialSet string `json:"credentialSetName"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		return err
+	}
+	rule, err := s.Rules.Create(r.Context(), cache.Rule{Name: in.Name, Source: in.Source, Target: in.Target, CredentialSet: in.CredentialSet})
+	if err != nil {
+		return err
+	}
+	s.Log.Info("cache rule created", "rule", rule.Name, "source", rule.Source, "target", rule.Target, "credentialSet", rule.CredentialSet)
+	writeJSON(w, http.StatusCreated, rule)
+	return nil
+}
+
+func (s *server) updateRule(w http.ResponseWriter, r *http.Request) error {
+	var in struct {
+		CredentialSet *string `json:"credentialSetName"`
+	}
+	if err := decodeBody(r, &in); err != nil {
+		return err
+	}
+	if in.CredentialSet == nil {
+		return fmt.Errorf(`%w: nothing to update: send {"credentialSetName": "<set>"}, or "" to remove the credential set`, errBadRequest)
+	}
+	rule, err := s.Rules.Update(r.Context(), r.PathValue("name"), *in.CredentialSet)
+	if err != nil {
+		return err
+	}
+	s.Log.Info("cache rule updated", "rule", rule.Name, "credentialSet", rule.CredentialSet)
+	writeJSON(w, http.StatusOK, rule)
+	return nil
+}
+
+func (s *server) deleteRule(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if err := s.Rules.Delete(r.Context(), name); err != nil {
+		return err
+	}
+	s.Log.Info("cache rule deleted", "rule", name)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}

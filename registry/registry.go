@@ -1,0 +1,231 @@
+// Package registry holds every HTTP surface of regcache: the OCI
+// distribution API (/v2/), the admin API (/admin/v1/) and health endpoints.
+// It parses, maps errors and streams; cache policy lives in package cache.
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/regcache/regcache/cache"
+)
+
+// Backend answers reads of repositories (cache.Puller).
+type Backend interface {
+	Manifest(ctx context.Context, repo, ref string) (cache.Content, error)
+	Blob(ctx context.Context, repo, digest string) (cache.Content, error)
+	Tags(ctx context.Context, repo string) ([]string, error)
+}
+
+// Rules manages cache rules (cache.Store).
+type Rules interface {
+	List() []cache.Rule
+	Get(name string) (cache.Rule, error)
+	Create(ctx context.Context, r cache.Rule) (cache.Rule, error)
+	Update(ctx context.Context, name, credentialSet string) (cache.Rule, error)
+	Delete(ctx context.Context, name string) error
+}
+
+// Config wires a registry handler.
+type Config struct {
+	Backend Backend
+	Rules   Rules
+	// AdminToken guards /admin/v1; it must not be empty.
+	AdminToken string
+	Log        *slog.Logger
+}
+
+type server struct {
+	Config
+}
+
+// New returns the HTTP handler of regcache.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.AdminToken == "" {
+		return nil, fmt.Errorf("registry: an admin token is required")
+	}
+	if cfg.Backend == nil || cfg.Rules == nil || cfg.Log == nil {
+		return nil, fmt.Errorf("registry: backend, rules and logger are required")
+	}
+	s := &server{Config: cfg}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v2/", s.oci)
+	mux.HandleFunc("/v2", s.oci)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	s.adminRoutes(mux)
+	return s.accessLog(mux), nil
+}
+
+// oci serves the distribution API.
+func (s *server) oci(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	if err := s.serveOCI(w, r); err != nil {
+		writeOCIError(w, r, s.Log, err)
+	}
+}
+
+func (s *server) serveOCI(w http.ResponseWriter, r *http.Request) error {
+	p, err := parsePath(r.URL.Path)
+	if err != nil {
+		return err
+	}
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	switch {
+	case p.kind == kindUpload || !read:
+		return fmt.Errorf("%w: %s %s (regcache serves pulls; pushes are not supported)", errUnsupported, r.Method, r.URL.Path)
+	case p.kind == kindBase:
+		return s.base(w, r)
+	case p.kind == kindManifest:
+		return s.manifest(w, r, p)
+	case p.kind == kindBlob:
+		return s.blob(w, r, p)
+	case p.kind == kindTags:
+		return s.tags(w, r, p)
+	}
+	return fmt.Errorf("%w: %s %s", errUnsupported, r.Method, r.URL.Path)
+}
+
+// base answers the API version check.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#determining-support
+func (s *server) base(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.Write([]byte("{}"))
+	return nil
+}
+
+// manifest serves GET and HEAD of a manifest by tag or digest, byte for byte.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-manifests
+func (s *server) manifest(w http.ResponseWriter, r *http.Request, p ociPath) error {
+	c, err := s.Backend.Manifest(r.Context(), p.name, p.ref)
+	if err != nil {
+		return err
+	}
+	defer c.File.Close()
+	serve(w, r, c, c.MediaType)
+	return nil
+}
+
+// blob serves GET and HEAD of a blob, with Range.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
+func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
+	c, err := s.Backend.Blob(r.Context(), p.name, p.ref)
+	if err != nil {
+		return err
+	}
+	defer c.File.Close()
+	serve(w, r, c, "application/octet-stream")
+	return nil
+}
+
+// serve writes stored content with http.ServeContent on the *os.File, which
+// handles HEAD, Range (206, Content-Range), If-None-Match and uses sendfile
+// on plain TCP.
+func serve(w http.ResponseWriter, r *http.Request, c cache.Content, contentType string) {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Docker-Content-Digest", c.Digest)
+	h.Set("ETag", `"`+c.Digest+`"`)
+	h.Set("Cache-Control", "max-age=31536000")
+	http.ServeContent(w, r, "", time.Time{}, c.File)
+}
+
+// tags serves the tag list with n/last pagination.
+// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-tags
+func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath) error {
+	q := r.URL.Query()
+	n := -1
+	if v := q.Get("n"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 0 {
+			return fmt.Errorf("%w: n=%q must be a non-negative integer", errPageInvalid, v)
+		}
+	}
+	tags, err := s.Backend.Tags(r.Context(), p.name)
+	if err != nil {
+		return err
+	}
+	sort.Strings(tags)
+	if last := q.Get("last"); last != "" {
+		i := sort.SearchStrings(tags, last)
+		if i < len(tags) && tags[i] == last {
+			i++
+		}
+		tags = tags[i:]
+	}
+	if n >= 0 && n < len(tags) {
+		tags = tags[:n]
+		if n > 0 {
+			next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[n-1]}}
+			w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, p.name, next.Encode()))
+		}
+	}
+	if tags == nil {
+		tags = []string{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	if r.Method == http.MethodHead {
+		return nil
+	}
+	return json.NewEncoder(w).Encode(struct {
+		Name string   `json:"name"`
+		Tags []string `json:"tags"`
+	}{p.name, tags})
+}
+
+// statusWriter records the status and byte count for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom keeps the sendfile path of the underlying writer.
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := io.Copy(w.ResponseWriter, r)
+	w.bytes += n
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (s *server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		s.Log.Info("request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery, "status", sw.status,
+			"bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr, "userAgent", r.UserAgent())
+	})
+}

@@ -1,0 +1,228 @@
+// Package storage owns regcache's bytes and metadata: a content-addressed
+// blob store on the filesystem and a bbolt database holding cache rules,
+// per-repository links and tag pointers.
+package storage
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+)
+
+// Sentinel errors of the storage package; test with errors.Is.
+var (
+	// ErrNotFound reports a blob, link, tag or record that does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrDigestMismatch reports bytes whose digest differs from the one expected.
+	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrSizeMismatch reports bytes whose length differs from the one expected.
+	ErrSizeMismatch = errors.New("size mismatch")
+	// ErrInvalidDigest reports a digest string that is not "sha256:<64 hex>".
+	ErrInvalidDigest = errors.New("invalid digest")
+)
+
+var sha256Hex = regexp.MustCompile(`^[a-f0-9]{64}$`)
+
+// ParseDigest checks that s is a sha256 digest ("sha256:" and 64 lowercase
+// hex characters), the only algorithm the store accepts, and returns its hex part.
+func ParseDigest(s string) (string, error) {
+	const prefix = "sha256:"
+	if len(s) != len(prefix)+64 || s[:len(prefix)] != prefix || !sha256Hex.MatchString(s[len(prefix):]) {
+		return "", fmt.Errorf("%w: %q (want sha256:<64 lowercase hex>)", ErrInvalidDigest, s)
+	}
+	return s[len(prefix):], nil
+}
+
+// Blobs is a content-addressed blob store on the local filesystem.
+//
+// Layout: <root>/sha256/<first two hex>/<hex> holds committed blobs;
+// <root>/tmp holds fills in progress. A blob becomes visible only by an
+// atomic rename after its size and digest have been verified, so a crash at
+// any moment leaves no partial blob under its digest.
+type Blobs struct {
+	root string
+}
+
+// OpenBlobs opens (creating when needed) the blob store rooted at dir and
+// removes temporary files left behind by an earlier process.
+func OpenBlobs(dir string) (*Blobs, error) {
+	b := &Blobs{root: dir}
+	for _, d := range []string{b.tmpDir(), filepath.Join(dir, "sha256")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("create blob directory: %w", err)
+		}
+	}
+	entries, err := os.ReadDir(b.tmpDir())
+	if err != nil {
+		return nil, fmt.Errorf("read blob temp directory: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(b.tmpDir(), e.Name())); err != nil {
+			return nil, fmt.Errorf("remove stale temp file: %w", err)
+		}
+	}
+	return b, nil
+}
+
+func (b *Blobs) tmpDir() string { return filepath.Join(b.root, "tmp") }
+
+func (b *Blobs) path(digest string) (string, error) {
+	hexPart, err := ParseDigest(digest)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(b.root, "sha256", hexPart[:2], hexPart), nil
+}
+
+// Open opens the committed blob with the given digest. The caller closes the
+// file. It returns ErrNotFound when the store does not hold the blob.
+func (b *Blobs) Open(ctx context.Context, digest string) (*os.File, int64, error) {
+	p, err := b.path(digest)
+	if err != nil {
+		return nil, 0, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, 0, fmt.Errorf("blob %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("open blob %s: %w", digest, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("stat blob %s: %w", digest, err)
+	}
+	return f, fi.Size(), nil
+}
+
+// Stat returns the size of the committed blob, or ErrNotFound.
+func (b *Blobs) Stat(ctx context.Context, digest string) (int64, error) {
+	p, err := b.path(digest)
+	if err != nil {
+		return 0, err
+	}
+	fi, err := os.Stat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return 0, fmt.Errorf("blob %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s: %w", digest, err)
+	}
+	return fi.Size(), nil
+}
+
+// Create starts writing a blob expected to have the given digest and size
+// (size < 0 when unknown). Nothing is visible until Commit succeeds.
+func (b *Blobs) Create(ctx context.Context, digest string, size int64) (*Writer, error) {
+	final, err := b.path(digest)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(b.tmpDir(), "fill-*")
+	if err != nil {
+		return nil, fmt.Errorf("create temp file for %s: %w", digest, err)
+	}
+	return &Writer{f: f, h: sha256.New(), digest: digest, size: size, final: final}, nil
+}
+
+// Put writes r as the blob with the given digest and size, verifying both.
+func (b *Blobs) Put(ctx context.Context, digest string, size int64, r io.Reader) error {
+	w, err := b.Create(ctx, digest, size)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		w.Cancel()
+		return fmt.Errorf("write blob %s: %w", digest, err)
+	}
+	return w.Commit()
+}
+
+// Writer receives the bytes of one blob, hashing them as they arrive.
+type Writer struct {
+	f      *os.File
+	h      hash.Hash
+	n      int64
+	digest string
+	size   int64
+	final  string
+	done   bool
+}
+
+// Write appends p to the temporary file and the running digest.
+func (w *Writer) Write(p []byte) (int, error) {
+	if w.size >= 0 && w.n+int64(len(p)) > w.size {
+		return 0, fmt.Errorf("blob %s: %w: more than the expected %d bytes", w.digest, ErrSizeMismatch, w.size)
+	}
+	n, err := w.f.Write(p)
+	w.h.Write(p[:n])
+	w.n += int64(n)
+	return n, err
+}
+
+// Written reports how many bytes have been written so far.
+func (w *Writer) Written() int64 { return w.n }
+
+// Commit verifies size and digest, makes the bytes durable and moves them
+// under their digest. On any failure the temporary file is removed and
+// nothing becomes visible.
+func (w *Writer) Commit() error {
+	if w.done {
+		return errors.New("blob writer already closed")
+	}
+	w.done = true
+	err := w.verify()
+	if err == nil {
+		err = w.f.Sync()
+	}
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(w.final), 0o755)
+	}
+	if err == nil {
+		err = os.Rename(w.f.Name(), w.final)
+	}
+	if err != nil {
+		os.Remove(w.f.Name())
+		return fmt.Errorf("commit blob %s: %w", w.digest, err)
+	}
+	// Make the new directory entry durable too.
+	if d, err := os.Open(filepath.Dir(w.final)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+func (w *Writer) verify() error {
+	if w.size >= 0 && w.n != w.size {
+		return fmt.Errorf("%w: got %d bytes, want %d", ErrSizeMismatch, w.n, w.size)
+	}
+	got := "sha256:" + hex.EncodeToString(w.h.Sum(nil))
+	if got != w.digest {
+		return fmt.Errorf("%w: content hashes to %s", ErrDigestMismatch, got)
+	}
+	return nil
+}
+
+// Cancel abandons the blob and removes its temporary file. It is safe to
+// call after Commit (it then does nothing).
+func (w *Writer) Cancel() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}

@@ -1,0 +1,233 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Bucket layout:
+//
+//	records/<kind>/<key>          JSON documents owned by other packages (cache rules)
+//	repos/<repo>/links/<digest>   Link: the blob was fetched or pushed for <repo>
+//	repos/<repo>/tags/<tag>       Tag: the manifest a tag points at, and when it was fetched
+var (
+	bucketRecords = []byte("records")
+	bucketRepos   = []byte("repos")
+	bucketLinks   = []byte("links")
+	bucketTags    = []byte("tags")
+)
+
+// Link records that a blob or manifest was fetched or pushed for a repository.
+// A blob is served under a repository only when such a link exists.
+type Link struct {
+	Digest    string    `json:"digest"`
+	MediaType string    `json:"mediaType,omitempty"`
+	Size      int64     `json:"size"`
+	LinkedAt  time.Time `json:"linkedAt"`
+}
+
+// Tag is a tag pointer of a repository.
+type Tag struct {
+	Name      string    `json:"name"`
+	Digest    string    `json:"digest"`
+	FetchedAt time.Time `json:"fetchedAt"`
+}
+
+// Meta is regcache's metadata database (bbolt).
+type Meta struct {
+	db *bolt.DB
+}
+
+// OpenMeta opens (creating when needed) the bbolt database at path. It fails
+// after a short wait when another process holds the database.
+func OpenMeta(path string) (*Meta, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if errors.Is(err, bolt.ErrTimeout) {
+		return nil, fmt.Errorf("open metadata %s: locked by another process (is another regcache using this data directory?)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketRecords, bucketRepos} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("initialise metadata %s: %w", path, err)
+	}
+	return &Meta{db: db}, nil
+}
+
+// Close closes the database.
+func (m *Meta) Close() error { return m.db.Close() }
+
+// repoBucket returns repos/<repo>/<sub>, creating it when create is true;
+// it returns nil when it does not exist and create is false.
+func repoBucket(tx *bolt.Tx, repo string, sub []byte, create bool) (*bolt.Bucket, error) {
+	repos := tx.Bucket(bucketRepos)
+	if !create {
+		r := repos.Bucket([]byte(repo))
+		if r == nil {
+			return nil, nil
+		}
+		return r.Bucket(sub), nil
+	}
+	r, err := repos.CreateBucketIfNotExists([]byte(repo))
+	if err != nil {
+		return nil, err
+	}
+	return r.CreateBucketIfNotExists(sub)
+}
+
+// Link records l for repo and, when tag is not nil, points the tag at
+// l.Digest (whatever tag.Digest says), in one transaction.
+func (m *Meta) Link(ctx context.Context, repo string, l Link, tag *Tag) error {
+	if _, err := ParseDigest(l.Digest); err != nil {
+		return err
+	}
+	linkJSON, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	err = m.db.Update(func(tx *bolt.Tx) error {
+		links, err := repoBucket(tx, repo, bucketLinks, true)
+		if err != nil {
+			return err
+		}
+		if err := links.Put([]byte(l.Digest), linkJSON); err != nil {
+			return err
+		}
+		if tag == nil {
+			return nil
+		}
+		t := *tag
+		t.Digest = l.Digest
+		tagJSON, err := json.Marshal(t)
+		if err != nil {
+			return err
+		}
+		tags, err := repoBucket(tx, repo, bucketTags, true)
+		if err != nil {
+			return err
+		}
+		return tags.Put([]byte(tag.Name), tagJSON)
+	})
+	if err != nil {
+		return fmt.Errorf("link %s to %s: %w", l.Digest, repo, err)
+	}
+	return nil
+}
+
+// Linked returns the link of digest in repo, or ErrNotFound.
+func (m *Meta) Linked(ctx context.Context, repo, digest string) (Link, error) {
+	var l Link
+	err := m.get(repo, bucketLinks, digest, &l)
+	return l, err
+}
+
+// Tag returns the tag pointer repo:tag, or ErrNotFound.
+func (m *Meta) Tag(ctx context.Context, repo, tag string) (Tag, error) {
+	var t Tag
+	err := m.get(repo, bucketTags, tag, &t)
+	return t, err
+}
+
+func (m *Meta) get(repo string, sub []byte, key string, v any) error {
+	return m.db.View(func(tx *bolt.Tx) error {
+		b, err := repoBucket(tx, repo, sub, false)
+		if err != nil {
+			return err
+		}
+		var raw []byte
+		if b != nil {
+			raw = b.Get([]byte(key))
+		}
+		if raw == nil {
+			return fmt.Errorf("%s %s@%s: %w", sub, repo, key, ErrNotFound)
+		}
+		return json.Unmarshal(raw, v)
+	})
+}
+
+// Tags lists the tags recorded for repo, sorted.
+func (m *Meta) Tags(ctx context.Context, repo string) ([]string, error) {
+	var tags []string
+	err := m.db.View(func(tx *bolt.Tx) error {
+		b, err := repoBucket(tx, repo, bucketTags, false)
+		if err != nil || b == nil {
+			return err
+		}
+		return b.ForEach(func(k, _ []byte) error {
+			tags = append(tags, string(k))
+			return nil
+		})
+	})
+	sort.Strings(tags)
+	return tags, err
+}
+
+// HasRepo reports whether anything was ever linked or tagged in repo.
+func (m *Meta) HasRepo(ctx context.Context, repo string) (bool, error) {
+	var ok bool
+	err := m.db.View(func(tx *bolt.Tx) error {
+		ok = tx.Bucket(bucketRepos).Bucket([]byte(repo)) != nil
+		return nil
+	})
+	return ok, err
+}
+
+// PutRecord stores value under kind/key, replacing any earlier value.
+func (m *Meta) PutRecord(ctx context.Context, kind, key string, value []byte) error {
+	err := m.db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.Bucket(bucketRecords).CreateBucketIfNotExists([]byte(kind))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(key), value)
+	})
+	if err != nil {
+		return fmt.Errorf("store %s %q: %w", kind, key, err)
+	}
+	return nil
+}
+
+// DeleteRecord removes kind/key; it returns ErrNotFound when absent.
+func (m *Meta) DeleteRecord(ctx context.Context, kind, key string) error {
+	return m.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords).Bucket([]byte(kind))
+		if b == nil || b.Get([]byte(key)) == nil {
+			return fmt.Errorf("%s %q: %w", kind, key, ErrNotFound)
+		}
+		return b.Delete([]byte(key))
+	})
+}
+
+// Records returns every record of kind, keyed by key.
+func (m *Meta) Records(ctx context.Context, kind string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := m.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRecords).Bucket([]byte(kind))
+		if b == nil {
+			return nil
+		}
+		return b.ForEach(func(k, v []byte) error {
+			out[string(k)] = append([]byte(nil), v...)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", kind, err)
+	}
+	return out, nil
+}
