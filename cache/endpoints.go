@@ -26,7 +26,7 @@ func NewEndpoints(overrides map[string]string) (*Endpoints, error) {
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", host, err)
 		}
-		e.overrides[normaliseHost(host)] = u
+		e.overrides[CanonicalHost(host)] = u
 	}
 	return e, nil
 }
@@ -53,7 +53,7 @@ func ParseEndpoint(raw string) (*url.URL, error) {
 
 // Resolve returns the endpoint URL of a login server.
 func (e *Endpoints) Resolve(host string) *url.URL {
-	host = normaliseHost(host)
+	host = CanonicalHost(host)
 	if u, ok := e.overrides[host]; ok {
 		return u
 	}

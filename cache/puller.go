@@ -319,6 +319,35 @@ func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error)
 	return p.openLinked(ctx, repo, digest)
 }
 
+// StatBlob returns the size of blob digest in repo without fetching it: from
+// the store when linked to repo, else from a HEAD to the rule's upstream
+// (a HEAD by a client must not start a download of a large layer).
+func (p *Puller) StatBlob(ctx context.Context, repo, digest string) (int64, error) {
+	if _, err := p.meta.Linked(ctx, repo, digest); err == nil {
+		if size, err := p.blobs.Stat(ctx, digest); err == nil {
+			return size, nil
+		}
+	}
+	up, ruled := p.match(repo)
+	if !ruled {
+		return 0, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
+	}
+	hctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
+	defer cancel()
+	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("blobs", digest), nil)
+	if errors.Is(err, errNotFound) {
+		return 0, fmt.Errorf("%w: %s@%s (upstream %s/%s has no such blob)", ErrBlobUnknown, repo, digest, up.host, up.path)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("stat blob %s@%s on %s/%s: %w", repo, digest, up.host, up.path, err)
+	}
+	resp.Body.Close()
+	if resp.ContentLength < 0 {
+		return 0, fmt.Errorf("%w: upstream %s/%s gave no size for %s", ErrUnavailable, up.host, up.path, digest)
+	}
+	return resp.ContentLength, nil
+}
+
 func (p *Puller) fillBlob(ctx context.Context, repo string, up upstreamRepo, digest string) error {
 	if _, err := p.meta.Linked(ctx, repo, digest); err == nil {
 		if _, err := p.blobs.Stat(ctx, digest); err == nil {

@@ -5,8 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log/slog"
 	stdlog "log"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -40,7 +40,10 @@ type fixture struct {
 
 type staticCreds map[string]authn.Authenticator
 
-func (s staticCreds) Exists(_ context.Context, set string) (bool, error) { _, ok := s[set]; return ok, nil }
+func (s staticCreds) Exists(_ context.Context, set string) (bool, error) {
+	_, ok := s[set]
+	return ok, nil
+}
 func (s staticCreds) Authenticator(_ context.Context, set string) (authn.Authenticator, error) {
 	if set == "" {
 		return authn.Anonymous, nil
@@ -365,5 +368,28 @@ func TestUpstreamAuthChallenges(t *testing.T) {
 				t.Fatalf("manifest differs from upstream")
 			}
 		})
+	}
+}
+
+func TestStatBlobDoesNotFetch(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	layers, _ := img.Layers()
+	ld, _ := layers[0].Digest()
+	want, _ := layers[0].Size()
+	size, err := f.puller.StatBlob(t.Context(), "hub/app", ld.String())
+	if err != nil || size != want {
+		t.Fatalf("StatBlob = %d, %v; want %d", size, err, want)
+	}
+	if n := f.count(http.MethodGet, "/v2/library/app/blobs/"+ld.String()); n != 0 {
+		t.Fatalf("StatBlob fetched the blob (%d GETs)", n)
+	}
+	if _, err := f.blobs.Stat(t.Context(), ld.String()); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("StatBlob stored the blob: %v", err)
+	}
+	missing := "sha256:" + strings.Repeat("0", 64)
+	if _, err := f.puller.StatBlob(t.Context(), "hub/app", missing); !errors.Is(err, ErrBlobUnknown) {
+		t.Fatalf("StatBlob of a missing blob: %v, want ErrBlobUnknown", err)
 	}
 }

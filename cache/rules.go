@@ -75,13 +75,24 @@ func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
 // DockerHub is the login server name of Docker Hub.
 const DockerHub = "docker.io"
 
-// normaliseHost maps Docker Hub's aliases to docker.io.
-func normaliseHost(h string) string {
-	switch strings.ToLower(h) {
+// CanonicalHost lowercases a login server name (DNS names are
+// case-insensitive) and maps Docker Hub's aliases to docker.io.
+func CanonicalHost(h string) string {
+	h = strings.ToLower(h)
+	switch h {
 	case "docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com":
 		return DockerHub
 	}
 	return h
+}
+
+// hubPath gives one-segment Docker Hub paths their implicit "library/", as
+// Docker does (docker.io/ubuntu is docker.io/library/ubuntu).
+func hubPath(host, path string) string {
+	if host == DockerHub && path != "" && !strings.Contains(path, "/") {
+		return "library/" + path
+	}
+	return path
 }
 
 // isHost reports whether the first path segment of a reference names a
@@ -132,11 +143,11 @@ func normaliseSource(s string) (string, error) {
 	if i := strings.LastIndex(path, "/"); strings.Contains(path[i+1:], ":") {
 		return "", &FieldError{field, s, "must not include a tag: a rule caches a whole repository, e.g. " + host + "/" + path[:strings.LastIndex(path, ":")]}
 	}
-	host = normaliseHost(host)
+	host = CanonicalHost(host)
 	wild := strings.HasSuffix(path, "/*") || path == "*"
-	repo := strings.TrimSuffix(strings.TrimSuffix(path, "*"), "/")
-	if host == DockerHub && repo != "" && !strings.Contains(repo, "/") && !wild {
-		repo = "library/" + repo
+	repo := strings.TrimPrefix(strings.TrimSuffix("/"+path, "/*"), "/")
+	if !wild {
+		repo = hubPath(host, repo)
 	}
 	if strings.Contains(repo, "*") {
 		return "", &FieldError{field, s, "a wildcard is allowed only as the whole last segment, e.g. docker.io/library/*"}
@@ -211,22 +222,29 @@ type RuleSet struct {
 // NewRuleSet validates rules (normalising each) and checks them pairwise for
 // conflicts.
 func NewRuleSet(rules []Rule) (*RuleSet, error) {
-	rs := &RuleSet{static: map[string]Rule{}}
 	if len(rules) > MaxRules {
 		return nil, fmt.Errorf("%d rules given: at most %d are allowed", len(rules), MaxRules)
 	}
+	var valid []Rule
 	for _, r := range rules {
 		n, err := Normalize(r)
 		if err != nil {
 			return nil, fmt.Errorf("rule %q: %w", r.Name, err)
 		}
-		for _, e := range rs.all {
+		for _, e := range valid {
 			if err := checkConflict(n, e); err != nil {
 				return nil, fmt.Errorf("rule %q: %w", n.Name, err)
 			}
 		}
-		rs.all = append(rs.all, n)
+		valid = append(valid, n)
 	}
+	return buildRuleSet(valid), nil
+}
+
+// buildRuleSet indexes rules that are already normalised and free of
+// conflicts.
+func buildRuleSet(rules []Rule) *RuleSet {
+	rs := &RuleSet{static: map[string]Rule{}, all: append([]Rule(nil), rules...)}
 	sort.Slice(rs.all, func(i, j int) bool { return rs.all[i].Name < rs.all[j].Name })
 	for _, r := range rs.all {
 		if r.Wildcard() {
@@ -243,7 +261,7 @@ func NewRuleSet(rules []Rule) (*RuleSet, error) {
 		}
 		return len(rs.bySource[i].Source) > len(rs.bySource[j].Source)
 	})
-	return rs, nil
+	return rs
 }
 
 // Rules returns every rule, sorted by name.
@@ -290,7 +308,7 @@ func (rs *RuleSet) Match(repo string) (Match, bool) {
 		p := prefix(r.Target)
 		if rest, ok := strings.CutPrefix(repo, p); ok && rest != "" {
 			host, path, _ := strings.Cut(prefix(r.Source)+rest, "/")
-			return Match{Rule: r, Host: host, Upstream: path}, true
+			return Match{Rule: r, Host: host, Upstream: hubPath(host, path)}, true
 		}
 	}
 	return Match{}, false
@@ -305,10 +323,8 @@ func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
 	if !ok {
 		return Match{}, "", false
 	}
-	host = normaliseHost(host)
-	if host == DockerHub && !strings.Contains(path, "/") {
-		path = "library/" + path
-	}
+	host = CanonicalHost(host)
+	path = hubPath(host, path)
 	full := host + "/" + path
 	for _, r := range rs.bySource {
 		if !r.Wildcard() {

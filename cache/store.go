@@ -58,6 +58,7 @@ type Store struct {
 // error; a persisted rule that conflicts with a config rule is skipped and
 // logged, so that the server still starts.
 func NewStore(ctx context.Context, records Records, creds Credentials, config []Rule, log *slog.Logger) (*Store, error) {
+	config = append([]Rule(nil), config...)
 	for i := range config {
 		config[i].Origin = OriginConfig
 	}
@@ -75,29 +76,29 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 	}
 	sort.Strings(names)
 	rules := rs.Rules()
-	for _, n := range names {
+	for _, name := range names {
 		var r Rule
-		if err := json.Unmarshal(stored[n], &r); err != nil {
-			return nil, fmt.Errorf("load cache rule %q: %w", n, err)
-		}
+		err := json.Unmarshal(stored[name], &r)
 		r.Origin = OriginAPI
-		n, err := Normalize(r)
+		if err == nil {
+			r, err = Normalize(r)
+		}
 		for _, e := range rules {
 			if err == nil {
-				err = checkConflict(n, e)
+				err = checkConflict(r, e)
 			}
 		}
+		if err == nil && len(rules) >= MaxRules {
+			err = fmt.Errorf("%w: %d rules are loaded already", ErrTooManyRules, MaxRules)
+		}
 		if err != nil {
-			log.Error("stored cache rule ignored", "rule", r.Name, "err", err)
+			log.Error("stored cache rule ignored", "rule", name, "err", err)
 			continue
 		}
-		rules = append(rules, n)
-	}
-	if rs, err = NewRuleSet(rules); err != nil {
-		return nil, fmt.Errorf("load cache rules: %w", err)
+		rules = append(rules, r)
 	}
 	s := &Store{records: records, creds: creds}
-	s.current.Store(rs)
+	s.current.Store(buildRuleSet(rules))
 	return s, nil
 }
 
@@ -169,14 +170,10 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 			keep = append(keep, r)
 		}
 	}
-	rs, err := NewRuleSet(keep)
-	if err != nil {
-		return err
-	}
 	if err := s.records.DeleteRecord(ctx, recordKind, name); err != nil {
 		return fmt.Errorf("delete cache rule %q: %w", name, err)
 	}
-	s.current.Store(rs)
+	s.current.Store(buildRuleSet(keep))
 	return nil
 }
 
@@ -197,8 +194,9 @@ func (s *Store) validate(ctx context.Context, r Rule) (Rule, error) {
 	return n, nil
 }
 
-// commit persists n and publishes a new snapshot; replacing names the rule
-// n replaces ("" for a new rule).
+// commit persists n, which has been checked against the other rules, and
+// publishes a new snapshot; replacing names the rule n replaces ("" for a
+// new rule).
 func (s *Store) commit(ctx context.Context, n Rule, replacing string) error {
 	rules := []Rule{n}
 	for _, r := range s.List() {
@@ -206,10 +204,7 @@ func (s *Store) commit(ctx context.Context, n Rule, replacing string) error {
 			rules = append(rules, r)
 		}
 	}
-	rs, err := NewRuleSet(rules)
-	if err != nil {
-		return err
-	}
+	rs := buildRuleSet(rules)
 	raw, err := json.Marshal(n)
 	if err != nil {
 		return err

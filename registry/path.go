@@ -41,26 +41,29 @@ func parsePath(p string) (ociPath, error) {
 	if rest == "" {
 		return ociPath{kind: kindBase}, nil
 	}
+	// A reference (tag, digest or upload id) holds no '/', so the endpoint is
+	// named by the segments before the last one; the repository name may
+	// itself hold segments such as "manifests" or "blobs".
+	head, ref := "", rest
+	if i := strings.LastIndex(rest, "/"); i >= 0 {
+		head, ref = rest[:i], rest[i+1:]
+	}
 	var out ociPath
 	switch {
 	case strings.HasSuffix(rest, "/tags/list"):
 		out = ociPath{kind: kindTags, name: strings.TrimSuffix(rest, "/tags/list")}
-	case strings.Contains(rest, "/blobs/uploads"):
-		i := strings.LastIndex(rest, "/blobs/uploads")
-		out = ociPath{kind: kindUpload, name: rest[:i]}
+	case strings.HasSuffix(rest, "/blobs/uploads"):
+		out = ociPath{kind: kindUpload, name: strings.TrimSuffix(rest, "/blobs/uploads")}
+	case strings.HasSuffix(head, "/blobs/uploads"):
+		out = ociPath{kind: kindUpload, name: strings.TrimSuffix(head, "/blobs/uploads")}
+	case strings.HasSuffix(head, "/manifests"):
+		out = ociPath{kind: kindManifest, name: strings.TrimSuffix(head, "/manifests"), ref: ref}
+	case strings.HasSuffix(head, "/blobs"):
+		out = ociPath{kind: kindBlob, name: strings.TrimSuffix(head, "/blobs"), ref: ref}
+	case strings.HasSuffix(head, "/referrers"):
+		out = ociPath{kind: kindReferrer, name: strings.TrimSuffix(head, "/referrers"), ref: ref}
 	default:
-		for _, k := range []struct {
-			sep  string
-			kind kind
-		}{{"/manifests/", kindManifest}, {"/blobs/", kindBlob}, {"/referrers/", kindReferrer}} {
-			if i := strings.LastIndex(rest, k.sep); i > 0 {
-				out = ociPath{kind: k.kind, name: rest[:i], ref: rest[i+len(k.sep):]}
-				break
-			}
-		}
-		if out.name == "" {
-			return ociPath{}, fmt.Errorf("%w: %s", errNotFound, p)
-		}
+		return ociPath{}, fmt.Errorf("%w: %s", errNotFound, p)
 	}
 	if !cache.ValidRepository(out.name) {
 		return out, fmt.Errorf("%w: %q must be lowercase letters and digits separated by '.', '_', '__', '-' or '/'", errNameInvalid, out.name)

@@ -22,6 +22,7 @@ import (
 type Backend interface {
 	Manifest(ctx context.Context, repo, ref string) (cache.Content, error)
 	Blob(ctx context.Context, repo, digest string) (cache.Content, error)
+	StatBlob(ctx context.Context, repo, digest string) (int64, error)
 	Tags(ctx context.Context, repo string) ([]string, error)
 }
 
@@ -117,6 +118,20 @@ func (s *server) manifest(w http.ResponseWriter, r *http.Request, p ociPath) err
 // blob serves GET and HEAD of a blob, with Range.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
 func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
+	if r.Method == http.MethodHead && r.Header.Get("Range") == "" {
+		size, err := s.Backend.StatBlob(r.Context(), p.name, p.ref)
+		if err != nil {
+			return err
+		}
+		h := w.Header()
+		h.Set("Content-Type", "application/octet-stream")
+		h.Set("Docker-Content-Digest", p.ref)
+		h.Set("ETag", `"`+p.ref+`"`)
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("Content-Length", strconv.FormatInt(size, 10))
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
 	c, err := s.Backend.Blob(r.Context(), p.name, p.ref)
 	if err != nil {
 		return err

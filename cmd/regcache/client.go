@@ -63,6 +63,9 @@ func newAdminClient(cmd *cobra.Command, getenv func(string) string) (*adminClien
 			return nil, fmt.Errorf("admin token: %w", err)
 		}
 		token = strings.TrimSpace(string(raw))
+		if token == "" {
+			return nil, fmt.Errorf("admin token file %s is empty", path)
+		}
 	}
 	return &adminClient{server: server, token: token, http: &http.Client{Timeout: 30 * time.Second}}, nil
 }

@@ -92,7 +92,7 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 		if !ok || host == "" || u == "" {
 			return cfg, fmt.Errorf("upstream %q: want <login-server>=<endpoint URL>, e.g. docker.io=http://127.0.0.1:5001", kv)
 		}
-		cfg.Upstreams[host] = u
+		cfg.Upstreams[cache.CanonicalHost(host)] = u
 	}
 	return cfg, cfg.validate()
 }
@@ -107,9 +107,15 @@ func readConfigFile(path string, cfg *Config) error {
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config file %s: %w", path, err)
 	}
-	if cfg.Upstreams == nil {
-		cfg.Upstreams = map[string]string{}
+	upstreams := map[string]string{}
+	for host, u := range cfg.Upstreams {
+		canon := cache.CanonicalHost(host)
+		if _, dup := upstreams[canon]; dup {
+			return fmt.Errorf("config file %s: upstreams: %s is listed twice (under aliases of %s)", path, host, canon)
+		}
+		upstreams[canon] = u
 	}
+	cfg.Upstreams = upstreams
 	return nil
 }
 
@@ -128,6 +134,9 @@ func (c Config) validate() error {
 	}
 	if _, err := cache.NewEndpoints(c.Upstreams); err != nil {
 		return err
+	}
+	if _, err := cache.NewRuleSet(c.Rules); err != nil {
+		return fmt.Errorf("rules: %w", err)
 	}
 	return nil
 }
