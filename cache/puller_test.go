@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	stdlog "log"
 	"log/slog"
@@ -40,10 +41,12 @@ type fixture struct {
 
 type staticCreds map[string]authn.Authenticator
 
-func (s staticCreds) Exists(_ context.Context, set string) (bool, error) {
+func (s staticCreds) LoginServer(_ context.Context, set string) (string, bool, error) {
 	_, ok := s[set]
-	return ok, nil
+	return "docker.io", ok, nil
 }
+
+func (s staticCreds) Refused(string, string, bool) {}
 func (s staticCreds) Authenticator(_ context.Context, set string) (authn.Authenticator, error) {
 	if set == "" {
 		return authn.Anonymous, nil
@@ -391,5 +394,82 @@ func TestStatBlobDoesNotFetch(t *testing.T) {
 	missing := "sha256:" + strings.Repeat("0", 64)
 	if _, err := f.puller.StatBlob(t.Context(), "hub/app", missing); !errors.Is(err, ErrBlobUnknown) {
 		t.Fatalf("StatBlob of a missing blob: %v, want ErrBlobUnknown", err)
+	}
+}
+
+// rotatingCreds hands out a stale password until the upstream refuses it,
+// then the current one (a secret rotated in the backend).
+type rotatingCreds struct {
+	mu      sync.Mutex
+	current string
+	stale   bool
+	refused []bool // the final flags of Refused calls
+}
+
+func (r *rotatingCreds) LoginServer(context.Context, string) (string, bool, error) {
+	return "docker.io", true, nil
+}
+
+func (r *rotatingCreds) Authenticator(context.Context, string) (authn.Authenticator, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.stale {
+		return &authn.Basic{Username: "u", Password: "old"}, nil
+	}
+	return &authn.Basic{Username: "u", Password: r.current}, nil
+}
+
+func (r *rotatingCreds) Refused(set, host string, final bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stale = false
+	r.refused = append(r.refused, final)
+}
+
+// TestRefusedCredentialsAreResolvedAgain: a 401 makes the set resolve its
+// secrets again and the request is retried once; a second 401 is final.
+func TestRefusedCredentialsAreResolvedAgain(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name        string
+		current     string
+		wantRefused []bool
+		wantErr     error
+	}{
+		{"rotated", "p", []bool{false}, nil},
+		{"broken", "wrong", []bool{false, true}, ErrUnauthorized},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			creds := &rotatingCreds{current: tc.current, stale: true}
+			rule := hubRule
+			rule.CredentialSet = "hub-creds"
+			f := newFixture(t, creds, rule)
+			img := f.push(t, "library/app:v1")
+			f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+				if u, p, ok := r.BasicAuth(); ok && u == "u" && p == "p" {
+					return false
+				}
+				w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+				w.WriteHeader(http.StatusUnauthorized)
+				return true
+			})
+			c, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || !strings.Contains(err.Error(), `credential set "hub-creds"`) {
+					t.Fatalf("err = %v, want %v naming the set", err, tc.wantErr)
+				}
+			} else {
+				raw, _ := img.RawManifest()
+				if got := readAll(t, c, err); !bytes.Equal(got, raw) {
+					t.Fatal("manifest differs from upstream")
+				}
+			}
+			creds.mu.Lock()
+			defer creds.mu.Unlock()
+			if fmt.Sprint(creds.refused) != fmt.Sprint(tc.wantRefused) {
+				t.Fatalf("Refused calls (final flags) = %v, want %v", creds.refused, tc.wantRefused)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -19,27 +20,38 @@ type Records interface {
 	Records(ctx context.Context, kind string) (map[string][]byte, error)
 }
 
-// Credentials is the seam to credential sets: whether a set exists, and the
-// authenticator to use for a rule's upstream requests.
+// Credentials is the seam to credential sets: which login server a set is
+// for, the authenticator for a rule's upstream requests, and feedback when
+// the upstream refused what the set handed out.
 type Credentials interface {
-	// Exists reports whether a credential set with that name exists.
-	Exists(ctx context.Context, set string) (bool, error)
+	// LoginServer returns the login server of the named set; ok is false
+	// when no such set exists.
+	LoginServer(ctx context.Context, set string) (server string, ok bool, err error)
 	// Authenticator returns the upstream credentials of the set ("" means
 	// the rule has no set: anonymous).
 	Authenticator(ctx context.Context, set string) (authn.Authenticator, error)
+	// Refused reports that upstream host answered 401 or 403 to credentials
+	// of set. final is false on the first refusal: the set drops any cached
+	// secret values so that the next Authenticator call resolves them again
+	// (a rotated secret). final is true when freshly resolved values were
+	// refused too: the set is unhealthy.
+	Refused(set, host string, final bool)
 }
 
 // Anonymous is the Credentials of a registry without credential sets: no set
 // exists and every upstream request is anonymous.
 type Anonymous struct{}
 
-// Exists reports false: no credential set exists.
-func (Anonymous) Exists(context.Context, string) (bool, error) { return false, nil }
+// LoginServer reports that no set exists.
+func (Anonymous) LoginServer(context.Context, string) (string, bool, error) { return "", false, nil }
 
 // Authenticator returns anonymous credentials.
 func (Anonymous) Authenticator(context.Context, string) (authn.Authenticator, error) {
 	return authn.Anonymous, nil
 }
+
+// Refused does nothing: anonymous requests have nothing to refresh.
+func (Anonymous) Refused(string, string, bool) {}
 
 const recordKind = "cache-rules"
 
@@ -183,12 +195,15 @@ func (s *Store) validate(ctx context.Context, r Rule) (Rule, error) {
 		return Rule{}, err
 	}
 	if n.CredentialSet != "" {
-		ok, err := s.creds.Exists(ctx, n.CredentialSet)
+		server, ok, err := s.creds.LoginServer(ctx, n.CredentialSet)
 		if err != nil {
 			return Rule{}, fmt.Errorf("look up credential set %q: %w", n.CredentialSet, err)
 		}
 		if !ok {
 			return Rule{}, &FieldError{"credentialSetName", n.CredentialSet, "no credential set with this name exists; create it first (regcache credential-set create) or omit it for anonymous pulls"}
+		}
+		if host, _, _ := strings.Cut(n.Source, "/"); CanonicalHost(server) != host {
+			return Rule{}, &FieldError{"credentialSetName", n.CredentialSet, fmt.Sprintf("the set is for login server %s but the rule's source is on %s; use a set for %s", server, host, host)}
 		}
 	}
 	return n, nil

@@ -85,9 +85,12 @@ func (m *ruleRecords) keys() []string {
 // knownSets is a Credentials in which exactly the listed sets exist.
 type knownSets []string
 
-func (k knownSets) Exists(_ context.Context, set string) (bool, error) {
-	return slices.Contains(k, set), nil
+// LoginServer says every known set is for docker.io.
+func (k knownSets) LoginServer(_ context.Context, set string) (string, bool, error) {
+	return "docker.io", slices.Contains(k, set), nil
 }
+
+func (knownSets) Refused(string, string, bool) {}
 
 func (k knownSets) Authenticator(context.Context, string) (authn.Authenticator, error) {
 	return authn.Anonymous, nil
@@ -742,4 +745,19 @@ func ruleNames(rules []Rule) []string {
 		names[i] = r.Name
 	}
 	return names
+}
+
+// TestStoreCredentialSetHost: a rule's credential set must be for the
+// login server of the rule's source.
+func TestStoreCredentialSetHost(t *testing.T) {
+	t.Parallel()
+	s := newTestStore(t, newRuleRecords(), knownSets{"hub-creds"})
+	_, err := s.Create(t.Context(), Rule{Name: "ghcr-team", Source: "ghcr.io/team/*", Target: "ghcr/*", CredentialSet: "hub-creds"})
+	var fe *FieldError
+	if !errors.As(err, &fe) || fe.Field != "credentialSetName" || !strings.Contains(err.Error(), "docker.io") || !strings.Contains(err.Error(), "ghcr.io") {
+		t.Fatalf("err = %v, want a credentialSetName error naming both hosts", err)
+	}
+	if _, err := s.Create(t.Context(), Rule{Name: "hub-team", Source: "index.docker.io/team/*", Target: "team/*", CredentialSet: "hub-creds"}); err != nil {
+		t.Fatalf("a docker.io set on an index.docker.io source: %v", err)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 )
@@ -68,7 +69,7 @@ func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error
 	}
 	auth, err := cs.creds.Authenticator(ctx, u.credSet)
 	if err != nil {
-		return nil, fmt.Errorf("%w: credential set %q: %v", ErrUnauthorized, u.credSet, err)
+		return nil, fmt.Errorf("%w: credential set %q: %w", errCredentials, u.credSet, err)
 	}
 	var opts []name.Option
 	if u.endpoint.Scheme == "http" {
@@ -97,8 +98,31 @@ func (cs *clients) forget(u upstreamRepo) {
 }
 
 // do sends one request to the upstream repository; a non-2xx answer is
-// returned as an error classified by status (the body is closed).
+// returned as an error classified by status (the body is closed). When the
+// upstream refuses a credential set's values, the set is told, its secrets
+// are resolved again and the request is retried once, so a rotated secret
+// is picked up without a failed pull.
 func (cs *clients) do(ctx context.Context, u upstreamRepo, method, target string, header http.Header) (*http.Response, error) {
+	resp, err := cs.doOnce(ctx, u, method, target, header)
+	if u.credSet == "" || !refused(err) {
+		return resp, err
+	}
+	cs.creds.Refused(u.credSet, u.host, false)
+	resp, err = cs.doOnce(ctx, u, method, target, header)
+	if refused(err) {
+		cs.creds.Refused(u.credSet, u.host, true)
+		return nil, fmt.Errorf("credential set %q: upstream %s rejected the credentials: %w", u.credSet, u.host, err)
+	}
+	return resp, err
+}
+
+// refused reports an upstream 401 or 403 (not a set whose secrets could
+// not be resolved, which the upstream never saw).
+func refused(err error) bool {
+	return (errors.Is(err, ErrUnauthorized) || errors.Is(err, ErrDenied)) && !errors.Is(err, errCredentials)
+}
+
+func (cs *clients) doOnce(ctx context.Context, u upstreamRepo, method, target string, header http.Header) (*http.Response, error) {
 	c, err := cs.get(ctx, u)
 	if err != nil {
 		return nil, err
@@ -133,6 +157,10 @@ func (cs *clients) do(ctx context.Context, u upstreamRepo, method, target string
 	return nil, classify(fmt.Errorf("%s %s: upstream answered %s %s", method, redact(target), resp.Status, msg), resp.StatusCode, nil)
 }
 
+// errCredentials marks a credential set whose secrets could not be
+// resolved; it is reported as UNAUTHORIZED without asking the upstream.
+var errCredentials = fmt.Errorf("%w: credentials unavailable", ErrUnauthorized)
+
 // errNotFound marks an upstream 404; callers turn it into the specific
 // MANIFEST_UNKNOWN or BLOB_UNKNOWN.
 var errNotFound = errors.New("not found upstream")
@@ -163,4 +191,37 @@ func redact(target string) string {
 		return target[:i] + "?..."
 	}
 	return target
+}
+
+// VerifyCredentials checks auth against the login server's endpoint: the
+// authentication handshake plus a GET /v2/, which a registry answers 401
+// when it does not accept the credentials. Credential sets use it for their
+// health.
+func VerifyCredentials(ctx context.Context, endpoints *Endpoints, base http.RoundTripper, loginServer string, auth authn.Authenticator) error {
+	ep := endpoints.Resolve(loginServer)
+	var opts []name.Option
+	if ep.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	}
+	reg, err := name.NewRegistry(ep.Host, opts...)
+	if err != nil {
+		return fmt.Errorf("upstream %s: %w", ep, err)
+	}
+	rt, err := transport.NewWithContext(ctx, reg, auth, base, nil)
+	if err != nil {
+		return classify(fmt.Errorf("upstream %s (%s): %w", loginServer, ep, err), 0, err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.String()+"/v2/", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return classify(fmt.Errorf("upstream %s (%s): %w", loginServer, ep, err), 0, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		return classify(fmt.Errorf("upstream %s answered %s to GET /v2/", loginServer, resp.Status), resp.StatusCode, nil)
+	}
+	return nil
 }

@@ -34,7 +34,7 @@ func newAdminStack(t *testing.T) *stack {
 	return newStack(t, stackConfig{
 		config: []cache.Rule{configRule},
 		rules:  []cache.Rule{apiRule},
-		creds:  credSets{"team", "other-team"},
+		creds:  credSets{"team": "ghcr.io", "hub-team": "docker.io", "other-team": "docker.io"},
 	})
 }
 
@@ -118,10 +118,10 @@ func TestAdminLifecycle(t *testing.T) {
 		}
 		return r
 	}
-	want := cache.Rule{Name: "Hub-Library", Source: "docker.io/library/*", Target: "hub/*", CredentialSet: "team", Origin: cache.OriginAPI}
+	want := cache.Rule{Name: "Hub-Library", Source: "docker.io/library/*", Target: "hub/*", CredentialSet: "hub-team", Origin: cache.OriginAPI}
 
 	// Create, with a Docker Hub alias normalised.
-	resp, body := admin(t, s, "POST", rulesPath, `{"name":"Hub-Library","sourceRepository":"index.docker.io/library/*","targetRepository":"hub/*","credentialSetName":"team"}`)
+	resp, body := admin(t, s, "POST", rulesPath, `{"name":"Hub-Library","sourceRepository":"index.docker.io/library/*","targetRepository":"hub/*","credentialSetName":"hub-team"}`)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("create: %s %s", resp.Status, body)
 	}

@@ -48,11 +48,15 @@ func hostOf(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http:
 
 // credSets is a Credentials with a fixed list of credential sets, all
 // anonymous: enough to exercise the credentialSetName field.
-type credSets []string
+type credSets map[string]string // set -> login server
 
-func (c credSets) Exists(_ context.Context, set string) (bool, error) {
-	return slices.Contains(c, set), nil
+// LoginServer returns the login server of a known set.
+func (c credSets) LoginServer(_ context.Context, set string) (string, bool, error) {
+	server, ok := c[set]
+	return server, ok, nil
 }
+
+func (credSets) Refused(string, string, bool) {}
 
 func (c credSets) Authenticator(context.Context, string) (authn.Authenticator, error) {
 	return authn.Anonymous, nil

@@ -27,11 +27,15 @@ import (
 const cliToken = "cli-test-token-0123456789abcdef"
 
 // credSets is a Credentials with a fixed list of anonymous credential sets.
-type credSets []string
+type credSets map[string]string // set -> login server
 
-func (c credSets) Exists(_ context.Context, set string) (bool, error) {
-	return slices.Contains(c, set), nil
+// LoginServer returns the login server of a known set.
+func (c credSets) LoginServer(_ context.Context, set string) (string, bool, error) {
+	server, ok := c[set]
+	return server, ok, nil
 }
+
+func (credSets) Refused(string, string, bool) {}
 
 func (c credSets) Authenticator(context.Context, string) (authn.Authenticator, error) {
 	return authn.Anonymous, nil
@@ -67,7 +71,7 @@ func newCLIServer(t *testing.T) *cliServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds := credSets{"team", "other-team"}
+	creds := credSets{"team": "docker.io", "other-team": "docker.io", "ghcr-team": "ghcr.io"}
 	store, err := cache.NewStore(ctx, meta, creds, []cache.Rule{cliConfigRule}, logger)
 	if err != nil {
 		t.Fatal(err)
@@ -154,9 +158,9 @@ func TestCacheCommands(t *testing.T) {
 		},
 		{
 			name: "create with long flags and credential set",
-			args: []string{"cache", "create", "--name", "GhcrTeam", "--source-repo", "ghcr.io/team/*", "--target-repo", "ghcr/*", "--cred-set", "team"},
+			args: []string{"cache", "create", "--name", "GhcrTeam", "--source-repo", "ghcr.io/team/*", "--target-repo", "ghcr/*", "--cred-set", "ghcr-team"},
 			check: func(t *testing.T, stdout string, s *cliServer) {
-				want := cache.Rule{Name: "GhcrTeam", Source: "ghcr.io/team/*", Target: "ghcr/*", CredentialSet: "team", Origin: cache.OriginAPI}
+				want := cache.Rule{Name: "GhcrTeam", Source: "ghcr.io/team/*", Target: "ghcr/*", CredentialSet: "ghcr-team", Origin: cache.OriginAPI}
 				if got := decodeRule(t, stdout); got != want {
 					t.Errorf("printed %+v, want %+v", got, want)
 				}
