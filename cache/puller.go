@@ -66,6 +66,10 @@ type Options struct {
 	Transport http.RoundTripper
 	// Now returns the current time (tests).
 	Now func() time.Time
+	// DefaultRegistry is the login server that repository names matching no
+	// rule belong to (Docker's registry-mirrors send Docker Hub paths
+	// without a registry: /v2/library/nginx/...). Empty: none.
+	DefaultRegistry string
 }
 
 // Puller answers reads of local repositories: from the store when it holds
@@ -125,6 +129,42 @@ func (p *Puller) match(repo string) (upstreamRepo, bool) {
 		return upstreamRepo{}, false
 	}
 	return upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host}, true
+}
+
+// Route maps a requested repository name (and the ns query parameter that
+// containerd adds for mirrors, e.g. ns=docker.io) to the local repository
+// that serves it:
+//   - with ns: the rule whose source covers <ns>/<name>, whatever its target
+//     repository is called; none is ErrNameUnknown, at once, so the runtime
+//     falls back to the upstream by itself;
+//   - else a rule whose target covers name;
+//   - else, when name starts with a registry host (a path-prefixed mirror,
+//     /v2/docker.io/library/alpine), the rule whose source covers it;
+//   - else, with a default registry, the rule whose source covers
+//     <default>/<name> (Docker's registry-mirrors);
+//   - else name itself: a local repository.
+func (p *Puller) Route(ctx context.Context, name, ns string) (string, error) {
+	rs := p.rules.Snapshot()
+	if ns != "" {
+		if _, local, ok := rs.MatchSource(ns + "/" + name); ok {
+			return local, nil
+		}
+		return "", fmt.Errorf("%w: %s/%s (no cache rule covers it)", ErrNameUnknown, ns, name)
+	}
+	if _, ok := rs.Match(name); ok {
+		return name, nil
+	}
+	if first, _, ok := strings.Cut(name, "/"); ok && isHost(first) {
+		if _, local, ok := rs.MatchSource(name); ok {
+			return local, nil
+		}
+	}
+	if p.opts.DefaultRegistry != "" {
+		if _, local, ok := rs.MatchSource(p.opts.DefaultRegistry + "/" + name); ok {
+			return local, nil
+		}
+	}
+	return name, nil
 }
 
 // IsDigest reports whether a manifest reference is a digest rather than a tag.

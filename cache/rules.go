@@ -69,6 +69,9 @@ var (
 // ValidRepository reports whether name follows the OCI repository grammar.
 func ValidRepository(name string) bool { return len(name) <= 255 && repoRE.MatchString(name) }
 
+// ValidHost reports whether h is a registry host[:port].
+func ValidHost(h string) bool { return hostRE.MatchString(h) }
+
 // ValidTag reports whether tag follows the OCI tag grammar.
 func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
 

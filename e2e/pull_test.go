@@ -97,6 +97,10 @@ func TestPullThrough(t *testing.T) {
 			}
 			checkOCIError(t, "GET", rc.URL()+"/v2/quay/library/app/blobs/"+layer, http.StatusNotFound, "BLOB_UNKNOWN")
 			checkOCIError(t, "GET", rc.URL()+"/v2/nope/manifests/v1", http.StatusNotFound, "NAME_UNKNOWN")
+			checkOCIError(t, "GET", rc.URL()+"/v2/library/app/manifests/v1?ns=registry.k8s.io", http.StatusNotFound, "NAME_UNKNOWN")
+			// containerd mirror mode: the rule is found from ns + name.
+			checkMirrorRequest(t, http.MethodHead, rc.URL()+"/v2/library/app/manifests/v1?ns=docker.io", "", http.StatusOK, img.Digest)
+			checkMirrorRequest(t, http.MethodGet, rc.URL()+"/v2/library/app/blobs/"+layer+"?ns=docker.io", "bytes=100-", http.StatusPartialContent, layer)
 			checkOCIError(t, "GET", rc.URL()+"/v2/hub/app/manifests/nosuchtag", http.StatusNotFound, "MANIFEST_UNKNOWN")
 
 			// The upstream goes away: everything pulled before is served.
@@ -263,4 +267,23 @@ func checkOCIError(t *testing.T, method, url string, status int, code string) {
 func sha(b []byte) string {
 	s := sha256.Sum256(b)
 	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+// checkMirrorRequest sends one request as a mirror client would and checks
+// the status and Docker-Content-Digest.
+func checkMirrorRequest(t *testing.T, method, url, rangeHeader string, status int, digest string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), method, url, nil)
+	if rangeHeader != "" {
+		req.Header.Set("Range", rangeHeader)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != status || resp.Header.Get("Docker-Content-Digest") != digest {
+		t.Fatalf("%s %s: %d, Docker-Content-Digest %q; want %d, %q", method, url, resp.StatusCode, resp.Header.Get("Docker-Content-Digest"), status, digest)
+	}
 }

@@ -20,6 +20,9 @@ import (
 
 // Backend answers reads of repositories (cache.Puller).
 type Backend interface {
+	// Route maps a requested name (and containerd's ns parameter) to the
+	// local repository that serves it.
+	Route(ctx context.Context, name, ns string) (string, error)
 	Manifest(ctx context.Context, repo, ref string) (cache.Content, error)
 	Blob(ctx context.Context, repo, digest string) (cache.Content, error)
 	StatBlob(ctx context.Context, repo, digest string) (int64, error)
@@ -85,12 +88,20 @@ func (s *server) serveOCI(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("%w: %s %s (regcache serves pulls; pushes are not supported)", errUnsupported, r.Method, r.URL.Path)
 	case p.kind == kindBase:
 		return s.base(w, r)
+	case p.kind == kindReferrer:
+		return fmt.Errorf("%w: %s %s (the referrers API is not supported)", errUnsupported, r.Method, r.URL.Path)
+	}
+	requested := p.name
+	if p.name, err = s.Backend.Route(r.Context(), p.name, r.URL.Query().Get("ns")); err != nil {
+		return err
+	}
+	switch {
 	case p.kind == kindManifest:
 		return s.manifest(w, r, p)
 	case p.kind == kindBlob:
 		return s.blob(w, r, p)
 	case p.kind == kindTags:
-		return s.tags(w, r, p)
+		return s.tags(w, r, p, requested)
 	}
 	return fmt.Errorf("%w: %s %s", errUnsupported, r.Method, r.URL.Path)
 }
@@ -155,7 +166,7 @@ func serve(w http.ResponseWriter, r *http.Request, c cache.Content, contentType 
 
 // tags serves the tag list with n/last pagination.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#listing-tags
-func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath) error {
+func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath, requested string) error {
 	q := r.URL.Query()
 	n := -1
 	if v := q.Get("n"); v != "" {
@@ -180,7 +191,10 @@ func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath) error {
 		tags = tags[:n]
 		if n > 0 {
 			next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[n-1]}}
-			w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, p.name, next.Encode()))
+			if ns := q.Get("ns"); ns != "" {
+				next.Set("ns", ns)
+			}
+			w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, requested, next.Encode()))
 		}
 	}
 	if tags == nil {
@@ -193,7 +207,7 @@ func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath) error {
 	return json.NewEncoder(w).Encode(struct {
 		Name string   `json:"name"`
 		Tags []string `json:"tags"`
-	}{p.name, tags})
+	}{requested, tags})
 }
 
 // statusWriter records the status and byte count for the access log.

@@ -34,6 +34,11 @@ type Config struct {
 	Upstreams map[string]string `yaml:"upstreams"`
 	// Rules are cache rules declared here; read-only through the admin API.
 	Rules []cache.Rule `yaml:"rules"`
+	// DefaultRegistry is the login server that repository names matching no
+	// rule belong to, for Docker's registry-mirrors, which send Docker Hub
+	// paths without a registry (--default-registry,
+	// REGCACHE_DEFAULT_REGISTRY; e.g. docker.io). Default: none.
+	DefaultRegistry string `yaml:"defaultRegistry"`
 	// LogLevel is debug, info, warn or error (--log-level, REGCACHE_LOG_LEVEL).
 	LogLevel string `yaml:"logLevel"`
 	// LogFormat is text or json (--log-format, REGCACHE_LOG_FORMAT).
@@ -52,6 +57,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.String("data-dir", d.DataDir, "directory for blobs, metadata and the generated admin token (env REGCACHE_DATA_DIR)")
 	fs.String("admin-token-file", "", "file holding the admin token (env REGCACHE_ADMIN_TOKEN_FILE; default <data-dir>/admin.token, generated on first start)")
 	fs.StringArray("upstream", nil, "login server to endpoint URL, e.g. docker.io=https://mirror.example.com or ghcr.io=http://127.0.0.1:5001; repeatable (env REGCACHE_UPSTREAM, comma-separated)")
+	fs.String("default-registry", "", "login server that names matching no rule belong to, e.g. docker.io when regcache is Docker's registry-mirror (env REGCACHE_DEFAULT_REGISTRY)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
 }
@@ -80,6 +86,8 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	str(&cfg.Listen, "listen", "REGCACHE_LISTEN")
 	str(&cfg.DataDir, "data-dir", "REGCACHE_DATA_DIR")
 	str(&cfg.AdminTokenFile, "admin-token-file", "REGCACHE_ADMIN_TOKEN_FILE")
+	str(&cfg.DefaultRegistry, "default-registry", "REGCACHE_DEFAULT_REGISTRY")
+	cfg.DefaultRegistry = cache.CanonicalHost(cfg.DefaultRegistry)
 	str(&cfg.LogLevel, "log-level", "REGCACHE_LOG_LEVEL")
 	str(&cfg.LogFormat, "log-format", "REGCACHE_LOG_FORMAT")
 	var pairs []string
@@ -125,6 +133,9 @@ func (c Config) validate() error {
 	}
 	if c.DataDir == "" {
 		return errors.New("dataDir: must not be empty, e.g. ./regcache-data or /var/lib/regcache")
+	}
+	if c.DefaultRegistry != "" && !cache.ValidHost(c.DefaultRegistry) {
+		return fmt.Errorf("defaultRegistry %q: want a login server such as docker.io", c.DefaultRegistry)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
