@@ -6,7 +6,19 @@ BIN := bin/regcache
 # Extra arguments for `make run`, e.g. make run ARGS='--listen 127.0.0.1:5001'.
 ARGS ?=
 
-.PHONY: all build run test lint fmt-check vet peers clean
+# `make image`: the container image, built FROM scratch out of a static binary
+# compiled here (no base image is pulled). IMAGE names the tag to build;
+# IMAGE_BIN and IMAGE_CONTEXT may point elsewhere (the e2e test uses a temp dir).
+IMAGE ?= regcache:dev
+IMAGE_ARCH ?= amd64
+IMAGE_BIN ?= bin/linux-$(IMAGE_ARCH)/regcache
+IMAGE_CONTEXT ?= bin/image-context
+# The CA bundle copied into the image, for HTTPS upstreams.
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+# The image's non-root user and group (distroless's "nonroot" id).
+IMAGE_UID := 65532
+
+.PHONY: all build run test lint fmt-check vet peers image bench bench-smoke clean
 
 all: build
 
@@ -16,7 +28,9 @@ build:
 run: build
 	./$(BIN) serve $(ARGS)
 
-test: lint
+# The whole suite: installs the test peers when missing (idempotent), then
+# gofmt, go vet and every test, e2e included.
+test: peers lint
 	$(GO) test -race -count=1 -timeout 20m ./...
 
 lint: fmt-check vet
@@ -37,6 +51,34 @@ vet:
 
 peers:
 	.ci/install-peers
+
+# The benchmark (e2e/bench): regcache against distribution's proxy, a direct
+# pull and a static file server, on loopback. `make bench` runs the default
+# sizes (4 x 64 MiB layers, 16 clients, a 1 GiB blob; a few minutes) and
+# updates BENCHMARKS.md; BENCH_ARGS adds flags (go run ./e2e/bench -h).
+# `make bench-smoke` is the tiny run CI does (also as e2e's TestBenchSmoke).
+BENCH_ARGS ?=
+BENCH_JSON ?= bin/bench-result.json
+
+bench:
+	@mkdir -p $(dir $(BENCH_JSON))
+	$(GO) run ./e2e/bench --write-md --json $(BENCH_JSON) $(BENCH_ARGS)
+
+bench-smoke:
+	@mkdir -p $(dir $(BENCH_JSON))
+	$(GO) run ./e2e/bench --layers 2 --layer-size 1MiB --clients 4 --big-blob-size 8MiB --timeout 5m --json $(BENCH_JSON) $(BENCH_ARGS)
+
+# Stages bin/image-context (binary, CA bundle, passwd/group naming the
+# non-root user, the data directory) and builds Dockerfile on it.
+image:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags "-s -w" -o $(IMAGE_BIN) ./cmd/regcache
+	rm -rf $(IMAGE_CONTEXT)
+	mkdir -p $(IMAGE_CONTEXT)/etc/ssl/certs $(IMAGE_CONTEXT)/var/lib/regcache
+	cp $(IMAGE_BIN) $(IMAGE_CONTEXT)/regcache
+	cp $(CA_BUNDLE) $(IMAGE_CONTEXT)/etc/ssl/certs/ca-certificates.crt
+	printf 'root:x:0:0:root:/root:/sbin/nologin\nregcache:x:$(IMAGE_UID):$(IMAGE_UID):regcache:/var/lib/regcache:/sbin/nologin\n' >$(IMAGE_CONTEXT)/etc/passwd
+	printf 'root:x:0:\nregcache:x:$(IMAGE_UID):\n' >$(IMAGE_CONTEXT)/etc/group
+	docker build -t $(IMAGE) -f Dockerfile $(IMAGE_CONTEXT)
 
 clean:
 	rm -rf bin/

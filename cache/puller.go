@@ -15,14 +15,15 @@ import (
 	"net/http"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
+	"sync"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 
 	"github.com/regcache/regcache/storage"
 )
+
+// DefaultTagTTL is how long a cached tag is served without revalidation.
+const DefaultTagTTL = 5 * time.Minute
 
 // MaxManifestSize caps a manifest fetched from an upstream (the
 // distribution spec asks registries to accept at least 4 MiB).
@@ -44,9 +45,11 @@ type MetaStore interface {
 	HasRepo(ctx context.Context, repo string) (bool, error)
 }
 
-// Content is a stored manifest or blob, open for serving. The caller closes File.
+// Content is a manifest or blob open for serving. The caller closes Body.
+// Body is the *os.File of a stored blob (served with sendfile), or a reader
+// following a fill in progress.
 type Content struct {
-	File      *os.File
+	Body      io.ReadSeekCloser
 	Size      int64
 	Digest    string
 	MediaType string
@@ -56,12 +59,18 @@ type Content struct {
 type Options struct {
 	// ManifestTimeout bounds one upstream manifest or HEAD request (default 30s).
 	ManifestTimeout time.Duration
+	// TagTTL is how long a cached tag is served without asking the upstream
+	// (default 5m; a rule's tagTTL overrides it; negative: always ask).
+	TagTTL time.Duration
 	// RevalidateTimeout bounds the HEAD that revalidates a cached tag; on
 	// expiry the cached pointer is served (default 5s).
 	RevalidateTimeout time.Duration
 	// BlobTimeout bounds one blob fill, which outlives the client that
 	// started it (default 1h).
 	BlobTimeout time.Duration
+	// IdleTimeout aborts a blob fill that received no byte for this long
+	// (default 2m).
+	IdleTimeout time.Duration
 	// Transport is the base transport for upstream requests.
 	Transport http.RoundTripper
 	// Now returns the current time (tests).
@@ -82,7 +91,9 @@ type Puller struct {
 	clients   *clients
 	log       *slog.Logger
 	opts      Options
-	fills     singleflight.Group
+	fillsMu   sync.Mutex
+	fills     map[string]*fill // by digest, while running
+	access    *accessTimes
 }
 
 // NewPuller wires a puller.
@@ -90,11 +101,17 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 	if opts.ManifestTimeout == 0 {
 		opts.ManifestTimeout = 30 * time.Second
 	}
+	if opts.TagTTL == 0 {
+		opts.TagTTL = DefaultTagTTL
+	}
 	if opts.RevalidateTimeout == 0 {
 		opts.RevalidateTimeout = 5 * time.Second
 	}
 	if opts.BlobTimeout == 0 {
 		opts.BlobTimeout = time.Hour
+	}
+	if opts.IdleTimeout == 0 {
+		opts.IdleTimeout = 2 * time.Minute
 	}
 	if opts.Transport == nil {
 		opts.Transport = DefaultTransport()
@@ -105,6 +122,8 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 	return &Puller{
 		rules: rules, endpoints: endpoints, blobs: blobs, meta: meta, log: log, opts: opts,
 		clients: &clients{base: opts.Transport, creds: creds, ttl: 10 * time.Minute, m: map[string]cachedClient{}},
+		fills:   map[string]*fill{},
+		access:  newAccessTimes(),
 	}
 }
 
@@ -128,7 +147,11 @@ func (p *Puller) match(repo string) (upstreamRepo, bool) {
 	if !ok {
 		return upstreamRepo{}, false
 	}
-	return upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host}, true
+	ttl := p.opts.TagTTL
+	if d, err := time.ParseDuration(m.Rule.TagTTL); err == nil {
+		ttl = d
+	}
+	return upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host, tagTTL: ttl}, true
 }
 
 // Route maps a requested repository name (and the ns query parameter that
@@ -182,12 +205,22 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 		}
 		return p.fetchManifest(ctx, repo, up, ref, "")
 	}
-	local, lerr := p.localManifest(ctx, repo, ref)
-	if lerr != nil {
+	tag, err := p.meta.Tag(ctx, repo, ref)
+	var local Content
+	if err == nil {
+		local, err = p.openLinked(ctx, repo, tag.Digest)
+	}
+	if err != nil {
 		return p.fetchManifest(ctx, repo, up, ref, ref)
 	}
-	// A cached tag: revalidate with a HEAD (which Docker Hub does not count
-	// against the pull limit); serve the cached copy if the upstream cannot say.
+	// A cached tag is fresh for the rule's tag TTL: served without asking
+	// the upstream.
+	now := p.opts.Now()
+	if now.Sub(tag.FetchedAt) < up.tagTTL {
+		return local, nil
+	}
+	// Stale: revalidate with a HEAD (which Docker Hub does not count against
+	// the pull limit); serve the cached copy if the upstream cannot say.
 	hctx, cancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
 	defer cancel()
 	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("manifests", ref), http.Header{"Accept": {manifestAccept}})
@@ -198,9 +231,14 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 	resp.Body.Close()
 	digest := resp.Header.Get("Docker-Content-Digest")
 	if digest == local.Digest {
+		// Fresh again: one metadata write per tag and TTL window.
+		l := storage.Link{Digest: local.Digest, MediaType: local.MediaType, Size: local.Size, LinkedAt: now}
+		if err := p.meta.Link(ctx, repo, l, &storage.Tag{Name: ref, Digest: local.Digest, FetchedAt: now}); err != nil {
+			p.log.Warn("record tag revalidation", "repo", repo, "tag", ref, "err", err)
+		}
 		return local, nil
 	}
-	local.File.Close()
+	local.Body.Close()
 	if digest != "" {
 		// The tag moved. A manifest already stored for this repo needs no GET.
 		if c, err := p.openLinked(ctx, repo, digest); err == nil {
@@ -249,7 +287,7 @@ func (p *Puller) openLinked(ctx context.Context, repo, digest string) (Content, 
 	if err != nil {
 		return Content{}, err
 	}
-	return Content{File: f, Size: size, Digest: digest, MediaType: l.MediaType}, nil
+	return Content{Body: f, Size: size, Digest: digest, MediaType: l.MediaType}, nil
 }
 
 // fetchManifest GETs ref from the upstream, verifies it, stores it byte for
@@ -333,32 +371,6 @@ func sniffMediaType(b []byte) string {
 	return string(rest[start+1 : start+1+end])
 }
 
-// Blob returns the blob digest of repo: from the store when linked to repo;
-// else, for a ruled repository, after the upstream confirmed repo may see it.
-func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error) {
-	if c, err := p.openLinked(ctx, repo, digest); err == nil {
-		return c, nil
-	}
-	up, ruled := p.match(repo)
-	if !ruled {
-		return Content{}, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
-	}
-	// One fill per upstream repository and digest at a time; it outlives the
-	// client that started it.
-	_, err, _ := p.fills.Do(up.key()+"@"+digest, func() (any, error) {
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.BlobTimeout)
-		defer cancel()
-		return nil, p.fillBlob(fctx, repo, up, digest)
-	})
-	if err != nil {
-		if errors.Is(err, errNotFound) {
-			return Content{}, fmt.Errorf("%w: %s@%s (upstream %s/%s has no such blob)", ErrBlobUnknown, repo, digest, up.host, up.path)
-		}
-		return Content{}, fmt.Errorf("fetch blob %s@%s from %s/%s: %w", repo, digest, up.host, up.path, err)
-	}
-	return p.openLinked(ctx, repo, digest)
-}
-
 // StatBlob returns the size of blob digest in repo without fetching it: from
 // the store when linked to repo, else from a HEAD to the rule's upstream
 // (a HEAD by a client must not start a download of a large layer).
@@ -386,52 +398,6 @@ func (p *Puller) StatBlob(ctx context.Context, repo, digest string) (int64, erro
 		return 0, fmt.Errorf("%w: upstream %s/%s gave no size for %s", ErrUnavailable, up.host, up.path, digest)
 	}
 	return resp.ContentLength, nil
-}
-
-func (p *Puller) fillBlob(ctx context.Context, repo string, up upstreamRepo, digest string) error {
-	if _, err := p.meta.Linked(ctx, repo, digest); err == nil {
-		if _, err := p.blobs.Stat(ctx, digest); err == nil {
-			return nil // another fill for this repo finished meanwhile
-		}
-	}
-	if size, err := p.blobs.Stat(ctx, digest); err == nil {
-		// Stored for another repository: the bytes are here, but this
-		// repository's upstream must confirm, with this rule's credentials,
-		// that it may see them before they are linked.
-		hctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
-		defer cancel()
-		resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("blobs", digest), nil)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		return p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
-	}
-	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("blobs", digest), nil)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	size := int64(-1)
-	if cl := resp.Header.Get("Content-Length"); cl != "" {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
-			size = n
-		}
-	}
-	w, err := p.blobs.Create(ctx, digest, size)
-	if err != nil {
-		return err
-	}
-	n, err := io.Copy(w, resp.Body)
-	if err != nil {
-		w.Cancel()
-		return fmt.Errorf("%w: after %d bytes: %w", ErrUnavailable, n, err)
-	}
-	if err := w.Commit(); err != nil {
-		return fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	p.log.Info("cached blob", "repo", repo, "digest", digest, "bytes", n, "upstream", up.host+"/"+up.path)
-	return p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: n, LinkedAt: p.opts.Now()}, nil)
 }
 
 // Tags lists the tags of repo: the upstream's (when a rule covers repo and

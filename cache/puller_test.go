@@ -15,6 +15,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -143,8 +144,8 @@ func readAll(t *testing.T, c Content, err error) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.File.Close()
-	b, err := io.ReadAll(c.File)
+	defer c.Body.Close()
+	b, err := io.ReadAll(c.Body)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -197,7 +198,9 @@ func TestPullThroughThenServeStale(t *testing.T) {
 
 func TestTagRevalidation(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, Anonymous{}, hubRule)
+	always := hubRule
+	always.TagTTL = "0s" // revalidate on every pull
+	f := newFixture(t, Anonymous{}, always)
 	f.push(t, "library/app:v1")
 	first, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
 	readAll(t, first, err)
@@ -234,7 +237,18 @@ func TestCorruptUpstreamBlobIsNotStored(t *testing.T) {
 		w.Write([]byte("evil"))
 		return true
 	})
-	if _, err := f.puller.Blob(t.Context(), "hub/app", ld.String()); !errors.Is(err, storage.ErrDigestMismatch) && !errors.Is(err, storage.ErrSizeMismatch) {
+	// The fill streams: the error reaches the reader, which never gets the
+	// last byte of bytes that do not verify.
+	c, err := f.puller.Blob(t.Context(), "hub/app", ld.String())
+	if err == nil {
+		var got []byte
+		got, err = io.ReadAll(c.Body)
+		c.Body.Close()
+		if len(got) >= 4 {
+			t.Fatalf("the reader received all %d unverified bytes", len(got))
+		}
+	}
+	if !errors.Is(err, storage.ErrDigestMismatch) {
 		t.Fatalf("corrupt blob: err = %v, want a digest mismatch", err)
 	}
 	if _, err := f.blobs.Stat(t.Context(), ld.String()); !errors.Is(err, storage.ErrNotFound) {
@@ -469,6 +483,65 @@ func TestRefusedCredentialsAreResolvedAgain(t *testing.T) {
 			defer creds.mu.Unlock()
 			if fmt.Sprint(creds.refused) != fmt.Sprint(tc.wantRefused) {
 				t.Fatalf("Refused calls (final flags) = %v, want %v", creds.refused, tc.wantRefused)
+			}
+		})
+	}
+}
+
+// clock is a settable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// TestTagFreshness: inside the tag TTL a cached tag is answered without
+// touching the upstream; after it, one HEAD revalidates it and restarts
+// the window; a rule's tagTTL overrides the default.
+func TestTagFreshness(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		ttl  string
+		want time.Duration
+	}{
+		{"default", "", DefaultTagTTL},
+		{"rule override", "1h", time.Hour},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rule := hubRule
+			rule.TagTTL = tc.ttl
+			f := newFixture(t, Anonymous{}, rule)
+			c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			f.puller.opts.Now = c.now
+			f.push(t, "library/app:v1")
+			heads := func() int64 { return f.count(http.MethodHead, "/v2/library/app/manifests/v1") }
+			gets := func() int64 { return f.count(http.MethodGet, "/v2/library/app/manifests/v1") }
+			reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
+			for range 50 {
+				reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
+			}
+			c.add(tc.want - time.Second)
+			reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
+			if heads() != 0 || gets() != 1 {
+				t.Fatalf("inside the TTL: %d HEADs, %d GETs upstream; want 0 and 1", heads(), gets())
+			}
+			c.add(2 * time.Second)
+			reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
+			if heads() != 1 || gets() != 1 {
+				t.Fatalf("after the TTL: %d HEADs, %d GETs; want 1 and 1", heads(), gets())
+			}
+			c.add(tc.want - time.Second) // the revalidation restarted the window
+			reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
+			if heads() != 1 {
+				t.Fatalf("inside the renewed window: %d HEADs, want 1", heads())
 			}
 		})
 	}

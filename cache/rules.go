@@ -8,10 +8,14 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"time"
 )
 
 // MaxRules is the number of cache rules a registry may hold.
 const MaxRules = 1000
+
+// MaxTagTTL bounds a rule's tag TTL.
+const MaxTagTTL = 7 * 24 * time.Hour
 
 // Rule origins.
 const (
@@ -26,7 +30,11 @@ type Rule struct {
 	Source        string `json:"sourceRepository" yaml:"source"`
 	Target        string `json:"targetRepository" yaml:"target"`
 	CredentialSet string `json:"credentialSetName,omitempty" yaml:"credentialSet"`
-	Origin        string `json:"origin" yaml:"-"`
+	// TagTTL overrides how long a cached tag is served without asking the
+	// upstream (a Go duration such as "10m"; "0s": revalidate every pull;
+	// empty: the server default, 5m).
+	TagTTL string `json:"tagTTL,omitempty" yaml:"tagTTL"`
+	Origin string `json:"origin" yaml:"-"`
 }
 
 // Wildcard reports whether r is a wildcard rule.
@@ -118,6 +126,13 @@ func Normalize(r Rule) (Rule, error) {
 	r.Source = src
 	if err := validateTarget(r.Target); err != nil {
 		return r, err
+	}
+	if r.TagTTL != "" {
+		d, err := time.ParseDuration(r.TagTTL)
+		if err != nil || d < 0 || d > MaxTagTTL {
+			return r, &FieldError{"tagTTL", r.TagTTL, "must be a duration from 0s to 168h, e.g. 30s, 10m or 24h (0s revalidates on every pull)"}
+		}
+		r.TagTTL = d.String()
 	}
 	if strings.HasSuffix(r.Source, "/*") != r.Wildcard() {
 		return r, &FieldError{"targetRepository", r.Target, fmt.Sprintf("source %q and target must both end in /* (a wildcard rule) or neither", r.Source)}

@@ -144,9 +144,17 @@ func (s *Store) Create(ctx context.Context, r Rule) (Rule, error) {
 	return n, s.commit(ctx, n, "")
 }
 
-// Update replaces the credential set of a rule ("" detaches it). Source and
-// target are fixed for the life of a rule, as with the managed services.
-func (s *Store) Update(ctx context.Context, name, credentialSet string) (Rule, error) {
+// RuleChange is an update of a rule; nil fields stay as they are.
+type RuleChange struct {
+	// CredentialSet names the new set; "" detaches it (anonymous pulls).
+	CredentialSet *string
+	// TagTTL is the new tag TTL; "" restores the server default.
+	TagTTL *string
+}
+
+// Update changes the credential set or tag TTL of a rule. Source and target
+// are fixed for the life of a rule, as with the managed services.
+func (s *Store) Update(ctx context.Context, name string, ch RuleChange) (Rule, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	old, err := s.Get(name)
@@ -156,7 +164,12 @@ func (s *Store) Update(ctx context.Context, name, credentialSet string) (Rule, e
 	if old.Origin == OriginConfig {
 		return Rule{}, fmt.Errorf("%w: edit rule %q in the config file", ErrReadOnly, name)
 	}
-	old.CredentialSet = credentialSet
+	if ch.CredentialSet != nil {
+		old.CredentialSet = *ch.CredentialSet
+	}
+	if ch.TagTTL != nil {
+		old.TagTTL = *ch.TagTTL
+	}
 	n, err := s.validate(ctx, old)
 	if err != nil {
 		return Rule{}, err

@@ -179,7 +179,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Errorf("persisted %q, want hub-library and ubuntu-api", got)
 	}
 
-	updated, err := s.Update(ctx, "hub-library", "other-creds")
+	updated, err := s.Update(ctx, "hub-library", RuleChange{CredentialSet: new("other-creds")})
 	if err != nil {
 		t.Fatalf("Update: %v", err)
 	}
@@ -197,7 +197,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Errorf("reloaded %+v, want %+v", reloaded.List(), s.List())
 	}
 
-	if updated, err = s.Update(ctx, "hub-library", ""); err != nil {
+	if updated, err = s.Update(ctx, "hub-library", RuleChange{CredentialSet: new("")}); err != nil {
 		t.Fatalf("Update to no set: %v", err)
 	}
 	want.CredentialSet = ""
@@ -264,7 +264,7 @@ func TestStoreRefusals(t *testing.T) {
 			name:  "update to a set that does not exist",
 			creds: knownSets{"hub-creds"},
 			op: func(ctx context.Context, s *Store) error {
-				_, err := s.Update(ctx, "hub-library", "missing-creds")
+				_, err := s.Update(ctx, "hub-library", RuleChange{CredentialSet: new("missing-creds")})
 				return err
 			},
 			wantField: "credentialSetName",
@@ -318,7 +318,7 @@ func TestStoreRefusals(t *testing.T) {
 			name:  "update a config rule",
 			creds: knownSets{"hub-creds"},
 			op: func(ctx context.Context, s *Store) error {
-				_, err := s.Update(ctx, "ubuntu-config", "hub-creds")
+				_, err := s.Update(ctx, "ubuntu-config", RuleChange{CredentialSet: new("hub-creds")})
 				return err
 			},
 			wantErr: ErrReadOnly,
@@ -339,7 +339,7 @@ func TestStoreRefusals(t *testing.T) {
 			name:  "update an unknown rule",
 			creds: knownSets{"hub-creds"},
 			op: func(ctx context.Context, s *Store) error {
-				_, err := s.Update(ctx, "no-such-rule", "")
+				_, err := s.Update(ctx, "no-such-rule", RuleChange{CredentialSet: new("")})
 				return err
 			},
 			wantErr: ErrRuleNotFound,
@@ -423,7 +423,7 @@ func TestStoreOrigins(t *testing.T) {
 	if err := s2.Delete(ctx, "hub-config"); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("Delete(config rule) after reload = %v, want ErrReadOnly", err)
 	}
-	if _, err := s2.Update(ctx, "hub-config", ""); !errors.Is(err, ErrReadOnly) {
+	if _, err := s2.Update(ctx, "hub-config", RuleChange{CredentialSet: new("")}); !errors.Is(err, ErrReadOnly) {
 		t.Errorf("Update(config rule) after reload = %v, want ErrReadOnly", err)
 	}
 	if _, err := s2.Get("hub-config"); err != nil {
@@ -468,7 +468,7 @@ func TestStoreMaxRules(t *testing.T) {
 		t.Errorf("%d records after the refused create, want %d", n, MaxRules)
 	}
 	// An update at the limit is not a new rule.
-	if _, err := s.Update(ctx, "rule-0000", ""); err != nil {
+	if _, err := s.Update(ctx, "rule-0000", RuleChange{CredentialSet: new("")}); err != nil {
 		t.Errorf("Update at the limit: %v", err)
 	}
 	// Deleting one makes room for one.
@@ -638,7 +638,7 @@ func TestStoreRecordsFailure(t *testing.T) {
 			return err
 		}},
 		{"update", func(ctx context.Context, s *Store) error {
-			_, err := s.Update(ctx, "hub-library", "")
+			_, err := s.Update(ctx, "hub-library", RuleChange{CredentialSet: new("")})
 			return err
 		}},
 		{"delete", func(ctx context.Context, s *Store) error { return s.Delete(ctx, "hub-library") }},

@@ -35,6 +35,7 @@ type upstreamRepo struct {
 	path     string // repository path on the upstream, e.g. library/ubuntu
 	credSet  string
 	host     string // login server, e.g. docker.io
+	tagTTL   time.Duration
 }
 
 func (u upstreamRepo) key() string { return u.endpoint.String() + "/" + u.path + "#" + u.credSet }
@@ -57,19 +58,26 @@ type clients struct {
 type cachedClient struct {
 	c       *http.Client
 	created time.Time
+	auth    authn.Authenticator // what c authenticates with
 }
 
+// get returns the client of u. The credential set is asked for its
+// authenticator on every request (it caches resolved secrets itself): a
+// set that turned unhealthy stops requests at once, and a client built
+// with other credentials than the set hands out now (rotated, updated) is
+// replaced. Credentials implementations return the same comparable
+// authenticator while their values are unchanged.
 func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error) {
+	auth, err := cs.creds.Authenticator(ctx, u.credSet)
+	if err != nil {
+		return nil, fmt.Errorf("%w: credential set %q: %w", errCredentials, u.credSet, err)
+	}
 	k := u.key()
 	cs.mu.Lock()
 	cc, ok := cs.m[k]
 	cs.mu.Unlock()
-	if ok && time.Since(cc.created) < cs.ttl {
+	if ok && cc.auth == auth && time.Since(cc.created) < cs.ttl {
 		return cc.c, nil
-	}
-	auth, err := cs.creds.Authenticator(ctx, u.credSet)
-	if err != nil {
-		return nil, fmt.Errorf("%w: credential set %q: %w", errCredentials, u.credSet, err)
 	}
 	var opts []name.Option
 	if u.endpoint.Scheme == "http" {
@@ -85,7 +93,7 @@ func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error
 	}
 	c := &http.Client{Transport: rt}
 	cs.mu.Lock()
-	cs.m[k] = cachedClient{c: c, created: time.Now()}
+	cs.m[k] = cachedClient{c: c, created: time.Now(), auth: auth}
 	cs.mu.Unlock()
 	return c, nil
 }

@@ -17,7 +17,7 @@ import (
 //	GET    /admin/v1/cache-rules          list
 //	POST   /admin/v1/cache-rules          create (body: a rule)
 //	GET    /admin/v1/cache-rules/{name}   show
-//	PATCH  /admin/v1/cache-rules/{name}   update (body: {"credentialSetName": "..."}; "" detaches)
+//	PATCH  /admin/v1/cache-rules/{name}   update (body: {"credentialSetName": "...", "tagTTL": "10m"}; "" resets)
 //	DELETE /admin/v1/cache-rules/{name}   delete
 func (s *server) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /admin/v1/cache-rules", s.admin(s.listRules))
@@ -37,6 +37,8 @@ type AdminError struct {
 	Field   string `json:"field,omitempty"`
 	Value   string `json:"value,omitempty"`
 	Rule    string `json:"conflictingRule,omitempty"`
+	// Rules are the cache rules that use a credential set being deleted.
+	Rules []string `json:"rules,omitempty"`
 }
 
 // admin wraps an admin handler with token authentication and error writing.
@@ -60,6 +62,9 @@ func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.Ha
 }
 
 func adminError(err error) (int, AdminError) {
+	if status, body, ok := credentialSetError(err); ok {
+		return status, body
+	}
 	var fe *cache.FieldError
 	var ce *cache.ConflictError
 	switch {
@@ -124,11 +129,12 @@ func (s *server) createRule(w http.ResponseWriter, r *http.Request) error {
 		Source        string `json:"sourceRepository"`
 		Target        string `json:"targetRepository"`
 		CredentialSet string `json:"credentialSetName"`
+		TagTTL        string `json:"tagTTL"`
 	}
 	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	rule, err := s.Rules.Create(r.Context(), cache.Rule{Name: in.Name, Source: in.Source, Target: in.Target, CredentialSet: in.CredentialSet})
+	rule, err := s.Rules.Create(r.Context(), cache.Rule{Name: in.Name, Source: in.Source, Target: in.Target, CredentialSet: in.CredentialSet, TagTTL: in.TagTTL})
 	if err != nil {
 		return err
 	}
@@ -140,18 +146,19 @@ func (s *server) createRule(w http.ResponseWriter, r *http.Request) error {
 func (s *server) updateRule(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		CredentialSet *string `json:"credentialSetName"`
+		TagTTL        *string `json:"tagTTL"`
 	}
 	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	if in.CredentialSet == nil {
-		return fmt.Errorf(`%w: nothing to update: send {"credentialSetName": "<set>"}, or "" to remove the credential set`, errBadRequest)
+	if in.CredentialSet == nil && in.TagTTL == nil {
+		return fmt.Errorf(`%w: nothing to update: send {"credentialSetName": "<set>"} ("" removes the credential set) and/or {"tagTTL": "10m"} ("" restores the default)`, errBadRequest)
 	}
-	rule, err := s.Rules.Update(r.Context(), r.PathValue("name"), *in.CredentialSet)
+	rule, err := s.Rules.Update(r.Context(), r.PathValue("name"), cache.RuleChange{CredentialSet: in.CredentialSet, TagTTL: in.TagTTL})
 	if err != nil {
 		return err
 	}
-	s.Log.Info("cache rule updated", "rule", rule.Name, "credentialSet", rule.CredentialSet)
+	s.Log.Info("cache rule updated", "rule", rule.Name, "credentialSet", rule.CredentialSet, "tagTTL", rule.TagTTL)
 	writeJSON(w, http.StatusOK, rule)
 	return nil
 }

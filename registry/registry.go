@@ -34,7 +34,7 @@ type Rules interface {
 	List() []cache.Rule
 	Get(name string) (cache.Rule, error)
 	Create(ctx context.Context, r cache.Rule) (cache.Rule, error)
-	Update(ctx context.Context, name, credentialSet string) (cache.Rule, error)
+	Update(ctx context.Context, name string, change cache.RuleChange) (cache.Rule, error)
 	Delete(ctx context.Context, name string) error
 }
 
@@ -45,6 +45,8 @@ type Config struct {
 	// AdminToken guards /admin/v1; it must not be empty.
 	AdminToken string
 	Log        *slog.Logger
+	// CredentialSets serves /admin/v1/credential-sets (optional; see credsets.go).
+	CredentialSets CredentialSets
 }
 
 type server struct {
@@ -66,6 +68,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.adminRoutes(mux)
+	s.credentialSetRoutes(mux)
 	return s.accessLog(mux), nil
 }
 
@@ -121,7 +124,7 @@ func (s *server) manifest(w http.ResponseWriter, r *http.Request, p ociPath) err
 	if err != nil {
 		return err
 	}
-	defer c.File.Close()
+	defer c.Body.Close()
 	serve(w, r, c, c.MediaType)
 	return nil
 }
@@ -147,21 +150,21 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
 	if err != nil {
 		return err
 	}
-	defer c.File.Close()
+	defer c.Body.Close()
 	serve(w, r, c, "application/octet-stream")
 	return nil
 }
 
-// serve writes stored content with http.ServeContent on the *os.File, which
-// handles HEAD, Range (206, Content-Range), If-None-Match and uses sendfile
-// on plain TCP.
+// serve writes content with http.ServeContent, which handles HEAD, Range
+// (206, Content-Range) and If-None-Match; on a stored blob the body is the
+// *os.File, so the kernel's sendfile path is used on plain TCP.
 func serve(w http.ResponseWriter, r *http.Request, c cache.Content, contentType string) {
 	h := w.Header()
 	h.Set("Content-Type", contentType)
 	h.Set("Docker-Content-Digest", c.Digest)
 	h.Set("ETag", `"`+c.Digest+`"`)
 	h.Set("Cache-Control", "max-age=31536000")
-	http.ServeContent(w, r, "", time.Time{}, c.File)
+	http.ServeContent(w, r, "", time.Time{}, c.Body)
 }
 
 // tags serves the tag list with n/last pagination.

@@ -169,6 +169,11 @@ func (w *Writer) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// TempPath names the temporary file, which readers may open to follow the
+// bytes as they land; it stays readable through an open descriptor after
+// Commit renames it or Cancel removes it.
+func (w *Writer) TempPath() string { return w.f.Name() }
+
 // Written reports how many bytes have been written so far.
 func (w *Writer) Written() int64 { return w.n }
 

@@ -16,11 +16,13 @@ import (
 //	records/<kind>/<key>          JSON documents owned by other packages (cache rules)
 //	repos/<repo>/links/<digest>   Link: the blob was fetched or pushed for <repo>
 //	repos/<repo>/tags/<tag>       Tag: the manifest a tag points at, and when it was fetched
+//	access/<digest>               when the blob was last served (RFC 3339), written in batches
 var (
 	bucketRecords = []byte("records")
 	bucketRepos   = []byte("repos")
 	bucketLinks   = []byte("links")
 	bucketTags    = []byte("tags")
+	bucketAccess  = []byte("access")
 )
 
 // Link records that a blob or manifest was fetched or pushed for a repository.
@@ -55,7 +57,7 @@ func OpenMeta(path string) (*Meta, error) {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketRecords, bucketRepos} {
+		for _, b := range [][]byte{bucketRecords, bucketRepos, bucketAccess} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -230,4 +232,40 @@ func (m *Meta) Records(ctx context.Context, kind string) (map[string][]byte, err
 		return nil, fmt.Errorf("list %s: %w", kind, err)
 	}
 	return out, nil
+}
+
+// TouchBlobs records when blobs were last served, in one transaction
+// (callers batch hits in memory and flush periodically).
+func (m *Meta) TouchBlobs(ctx context.Context, times map[string]time.Time) error {
+	err := m.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketAccess)
+		for d, t := range times {
+			v, err := t.UTC().MarshalText()
+			if err != nil {
+				return err
+			}
+			if err := b.Put([]byte(d), v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("record access times: %w", err)
+	}
+	return nil
+}
+
+// LastAccess returns when the blob was last served, as last flushed, or
+// ErrNotFound.
+func (m *Meta) LastAccess(ctx context.Context, digest string) (time.Time, error) {
+	var t time.Time
+	err := m.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketAccess).Get([]byte(digest))
+		if v == nil {
+			return fmt.Errorf("access time of %s: %w", digest, ErrNotFound)
+		}
+		return t.UnmarshalText(v)
+	})
+	return t, err
 }

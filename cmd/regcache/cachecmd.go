@@ -54,7 +54,7 @@ func cacheCreateCmd(getenv func(string) string) *cobra.Command {
 				return err
 			}
 			var out cache.Rule
-			in := map[string]string{"name": r.Name, "sourceRepository": r.Source, "targetRepository": r.Target, "credentialSetName": r.CredentialSet}
+			in := map[string]string{"name": r.Name, "sourceRepository": r.Source, "targetRepository": r.Target, "credentialSetName": r.CredentialSet, "tagTTL": r.TagTTL}
 			if err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/cache-rules", in, &out); err != nil {
 				return err
 			}
@@ -66,6 +66,7 @@ func cacheCreateCmd(getenv func(string) string) *cobra.Command {
 	f.StringVarP(&r.Source, "source-repo", "s", "", "upstream repository, registry host included, e.g. docker.io/library/ubuntu or docker.io/library/* (required)")
 	f.StringVarP(&r.Target, "target-repo", "t", "", "local repository, e.g. ubuntu or hub/* (required)")
 	f.StringVarP(&r.CredentialSet, "cred-set", "c", "", "credential set for the upstream (default: anonymous)")
+	f.StringVar(&r.TagTTL, "tag-ttl", "", "how long a cached tag is served before it is revalidated upstream, e.g. 30s, 10m, 24h; 0s: every pull (default 5m)")
 	for _, req := range []string{"name", "source-repo", "target-repo"} {
 		cmd.MarkFlagRequired(req)
 	}
@@ -73,24 +74,36 @@ func cacheCreateCmd(getenv func(string) string) *cobra.Command {
 }
 
 func cacheUpdateCmd(getenv func(string) string) *cobra.Command {
-	var name, credSet string
+	var name, credSet, tagTTL string
 	var remove bool
 	cmd := &cobra.Command{
 		Use:   "update",
-		Short: "Change or remove the credential set of a cache rule",
+		Short: "Change or remove the credential set, or change the tag TTL, of a cache rule",
 		Example: `  regcache cache update -n Ubuntu -c NewCredSet
-  regcache cache update -n Ubuntu --remove-cred-set`,
+  regcache cache update -n Ubuntu --remove-cred-set
+  regcache cache update -n Ubuntu --tag-ttl 1h`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if remove == cmd.Flags().Changed("cred-set") {
-				return fmt.Errorf("give exactly one of -c/--cred-set NAME or --remove-cred-set")
+			changeTTL := cmd.Flags().Changed("tag-ttl")
+			if remove && cmd.Flags().Changed("cred-set") {
+				return fmt.Errorf("give either -c/--cred-set NAME or --remove-cred-set, not both")
+			}
+			if !remove && !cmd.Flags().Changed("cred-set") && !changeTTL {
+				return fmt.Errorf("nothing to update: give -c/--cred-set NAME, --remove-cred-set or --tag-ttl DURATION")
+			}
+			in := map[string]string{}
+			if remove || cmd.Flags().Changed("cred-set") {
+				in["credentialSetName"] = credSet
+			}
+			if changeTTL {
+				in["tagTTL"] = tagTTL
 			}
 			c, err := newAdminClient(cmd, getenv)
 			if err != nil {
 				return err
 			}
 			var out cache.Rule
-			if err := c.do(cmd.Context(), http.MethodPatch, "/admin/v1/cache-rules/"+url.PathEscape(name), map[string]string{"credentialSetName": credSet}, &out); err != nil {
+			if err := c.do(cmd.Context(), http.MethodPatch, "/admin/v1/cache-rules/"+url.PathEscape(name), in, &out); err != nil {
 				return err
 			}
 			return printRules(cmd, false, out)
@@ -100,6 +113,7 @@ func cacheUpdateCmd(getenv func(string) string) *cobra.Command {
 	f.StringVarP(&name, "name", "n", "", "rule name (required)")
 	f.StringVarP(&credSet, "cred-set", "c", "", "credential set to use for the upstream")
 	f.BoolVar(&remove, "remove-cred-set", false, "detach the credential set: pull anonymously")
+	f.StringVar(&tagTTL, "tag-ttl", "", `how long a cached tag is served before it is revalidated upstream ("" restores the default, 5m)`)
 	cmd.MarkFlagRequired("name")
 	return cmd
 }
@@ -191,13 +205,16 @@ func printRules(cmd *cobra.Command, list bool, rules ...cache.Rule) error {
 
 func ruleTable(w io.Writer, rules []cache.Rule) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSOURCE REPOSITORY\tTARGET REPOSITORY\tCREDENTIAL SET\tORIGIN")
+	fmt.Fprintln(tw, "NAME\tSOURCE REPOSITORY\tTARGET REPOSITORY\tCREDENTIAL SET\tTAG TTL\tORIGIN")
 	for _, r := range rules {
-		cs := r.CredentialSet
+		cs, ttl := r.CredentialSet, r.TagTTL
 		if cs == "" {
 			cs = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Source, r.Target, cs, r.Origin)
+		if ttl == "" {
+			ttl = "default"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Source, r.Target, cs, ttl, r.Origin)
 	}
 	return tw.Flush()
 }

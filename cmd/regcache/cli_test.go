@@ -121,7 +121,7 @@ func decodeRules(t *testing.T, s string) []cache.Rule {
 func tableRows(t *testing.T, s string) [][]string {
 	t.Helper()
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if want := []string{"NAME", "SOURCE", "REPOSITORY", "TARGET", "REPOSITORY", "CREDENTIAL", "SET", "ORIGIN"}; !slices.Equal(strings.Fields(lines[0]), want) {
+	if want := []string{"NAME", "SOURCE", "REPOSITORY", "TARGET", "REPOSITORY", "CREDENTIAL", "SET", "TAG", "TTL", "ORIGIN"}; !slices.Equal(strings.Fields(lines[0]), want) {
 		t.Fatalf("table header = %q, want the columns %q", lines[0], want)
 	}
 	var rows [][]string
@@ -171,7 +171,7 @@ func TestCacheCommands(t *testing.T) {
 			args: []string{"cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*", "-o", "table"},
 			check: func(t *testing.T, stdout string, s *cliServer) {
 				rows := tableRows(t, stdout)
-				if want := [][]string{{"HubLibrary", "docker.io/library/*", "hub/*", "-", "api"}}; !slices.EqualFunc(rows, want, slices.Equal) {
+				if want := [][]string{{"HubLibrary", "docker.io/library/*", "hub/*", "-", "default", "api"}}; !slices.EqualFunc(rows, want, slices.Equal) {
 					t.Errorf("rows = %q, want %q", rows, want)
 				}
 			},
@@ -205,8 +205,8 @@ func TestCacheCommands(t *testing.T) {
 			args: []string{"cache", "list", "-o", "table"},
 			check: func(t *testing.T, stdout string, s *cliServer) {
 				want := [][]string{
-					{"Ubuntu", "docker.io/library/ubuntu", "ubuntu", "team", "api"},
-					{"cfg-alpine", "docker.io/library/alpine", "alpine", "-", "config"},
+					{"Ubuntu", "docker.io/library/ubuntu", "ubuntu", "team", "default", "api"},
+					{"cfg-alpine", "docker.io/library/alpine", "alpine", "-", "default", "config"},
 				}
 				if rows := tableRows(t, stdout); !slices.EqualFunc(rows, want, slices.Equal) {
 					t.Errorf("rows = %q, want %q", rows, want)
@@ -259,6 +259,20 @@ func TestCacheCommands(t *testing.T) {
 			},
 		},
 		{
+			name: "update tag ttl keeps the credential set",
+			args: []string{"cache", "update", "-n", "Ubuntu", "--tag-ttl", "90m"},
+			check: func(t *testing.T, stdout string, s *cliServer) {
+				if got, _ := s.store.Get("Ubuntu"); got.TagTTL != "1h30m0s" || got.CredentialSet != "team" {
+					t.Errorf("server holds %+v, want tag TTL 1h30m0s and credential set team", got)
+				}
+			},
+		},
+		{
+			name:    "update tag ttl refused",
+			args:    []string{"cache", "update", "-n", "Ubuntu", "--tag-ttl", "soon"},
+			wantErr: []string{"tagTTL", "soon"},
+		},
+		{
 			name:    "update with neither flag",
 			args:    []string{"cache", "update", "-n", "Ubuntu"},
 			wantErr: []string{"--cred-set", "--remove-cred-set"},
@@ -266,7 +280,7 @@ func TestCacheCommands(t *testing.T) {
 		{
 			name:    "update with both flags",
 			args:    []string{"cache", "update", "-n", "Ubuntu", "-c", "team", "--remove-cred-set"},
-			wantErr: []string{"exactly one"},
+			wantErr: []string{"not both"},
 		},
 		{
 			name:    "update config rule",

@@ -98,19 +98,48 @@ func (c *adminClient) do(ctx context.Context, method, path string, in, out any) 
 		return fmt.Errorf("read answer from %s: %w", c.server, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error struct {
-				Code    string `json:"code"`
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
-			return fmt.Errorf("%s (%s)", e.Error.Message, e.Error.Code)
-		}
-		return fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		return answerError(method, path, resp.Status, raw)
 	}
 	if out != nil && len(raw) > 0 {
 		return json.Unmarshal(raw, out)
 	}
 	return nil
+}
+
+// doText sends a GET and returns a text answer (a Vault policy).
+func (c *adminClient) doText(ctx context.Context, path string, out *string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.server+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach regcache at %s: %w", c.server, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read answer from %s: %w", c.server, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return answerError(http.MethodGet, path, resp.Status, raw)
+	}
+	*out = string(raw)
+	return nil
+}
+
+// answerError is the error of a failed admin request: the server's message
+// and code when the body is an admin error.
+func answerError(method, path, status string, raw []byte) error {
+	var e struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(raw, &e) == nil && e.Error.Message != "" {
+		return fmt.Errorf("%s (%s)", e.Error.Message, e.Error.Code)
+	}
+	return fmt.Errorf("%s %s: %s", method, path, status)
 }

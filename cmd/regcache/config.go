@@ -8,11 +8,13 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/credentials"
 )
 
 // Config is every setting of `regcache serve`. Each field is set, in rising
@@ -39,6 +41,21 @@ type Config struct {
 	// paths without a registry (--default-registry,
 	// REGCACHE_DEFAULT_REGISTRY; e.g. docker.io). Default: none.
 	DefaultRegistry string `yaml:"defaultRegistry"`
+	// CredentialSets are credential sets declared here (references to
+	// secrets, never secrets); read-only through the admin API. Rules of
+	// this file may use them.
+	CredentialSets []credentials.Set `yaml:"credentialSets"`
+	// Vault tells how to reach and log in to HashiCorp Vault for vault://
+	// references (default: the standard VAULT_* environment).
+	Vault credentials.VaultConfig `yaml:"vault"`
+	// CredentialCacheTTL is how long resolved secrets are reused
+	// (--credential-cache-ttl, REGCACHE_CREDENTIAL_CACHE_TTL; 0 is the
+	// default, 5m).
+	CredentialCacheTTL time.Duration `yaml:"credentialCacheTTL"`
+	// CredentialHealthInterval is the period of credential set health
+	// checks (--credential-health-interval,
+	// REGCACHE_CREDENTIAL_HEALTH_INTERVAL; 0 is the default, 1m).
+	CredentialHealthInterval time.Duration `yaml:"credentialHealthInterval"`
 	// LogLevel is debug, info, warn or error (--log-level, REGCACHE_LOG_LEVEL).
 	LogLevel string `yaml:"logLevel"`
 	// LogFormat is text or json (--log-format, REGCACHE_LOG_FORMAT).
@@ -58,6 +75,8 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.String("admin-token-file", "", "file holding the admin token (env REGCACHE_ADMIN_TOKEN_FILE; default <data-dir>/admin.token, generated on first start)")
 	fs.StringArray("upstream", nil, "login server to endpoint URL, e.g. docker.io=https://mirror.example.com or ghcr.io=http://127.0.0.1:5001; repeatable (env REGCACHE_UPSTREAM, comma-separated)")
 	fs.String("default-registry", "", "login server that names matching no rule belong to, e.g. docker.io when regcache is Docker's registry-mirror (env REGCACHE_DEFAULT_REGISTRY)")
+	fs.Duration("credential-cache-ttl", 0, "how long resolved credential set secrets are reused (env REGCACHE_CREDENTIAL_CACHE_TTL; default 5m)")
+	fs.Duration("credential-health-interval", 0, "period of credential set health checks (env REGCACHE_CREDENTIAL_HEALTH_INTERVAL; default 1m)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
 }
@@ -88,6 +107,24 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	str(&cfg.AdminTokenFile, "admin-token-file", "REGCACHE_ADMIN_TOKEN_FILE")
 	str(&cfg.DefaultRegistry, "default-registry", "REGCACHE_DEFAULT_REGISTRY")
 	cfg.DefaultRegistry = cache.CanonicalHost(cfg.DefaultRegistry)
+	for _, d := range []struct {
+		dst       *time.Duration
+		flag, env string
+	}{
+		{&cfg.CredentialCacheTTL, "credential-cache-ttl", "REGCACHE_CREDENTIAL_CACHE_TTL"},
+		{&cfg.CredentialHealthInterval, "credential-health-interval", "REGCACHE_CREDENTIAL_HEALTH_INTERVAL"},
+	} {
+		if v := getenv(d.env); v != "" {
+			dur, err := time.ParseDuration(v)
+			if err != nil {
+				return cfg, fmt.Errorf("%s=%q: want a duration such as 30s or 5m", d.env, v)
+			}
+			*d.dst = dur
+		}
+		if fs.Changed(d.flag) {
+			*d.dst, _ = fs.GetDuration(d.flag)
+		}
+	}
 	str(&cfg.LogLevel, "log-level", "REGCACHE_LOG_LEVEL")
 	str(&cfg.LogFormat, "log-format", "REGCACHE_LOG_FORMAT")
 	var pairs []string
@@ -137,6 +174,9 @@ func (c Config) validate() error {
 	if c.DefaultRegistry != "" && !cache.ValidHost(c.DefaultRegistry) {
 		return fmt.Errorf("defaultRegistry %q: want a login server such as docker.io", c.DefaultRegistry)
 	}
+	if err := c.validateCredentials(); err != nil {
+		return err
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		return err
 	}
@@ -167,4 +207,23 @@ func newLogger(c Config, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// validateCredentials checks the credential settings: durations, the Vault
+// section, and that each declared set parses (the references, not whether
+// they resolve).
+func (c Config) validateCredentials() error {
+	if c.CredentialCacheTTL < 0 {
+		return fmt.Errorf("credentialCacheTTL %v: must be positive, e.g. 5m (0 means the default, 5m)", c.CredentialCacheTTL)
+	}
+	if c.CredentialHealthInterval < 0 {
+		return fmt.Errorf("credentialHealthInterval %v: must be positive, e.g. 1m (0 means the default, 1m)", c.CredentialHealthInterval)
+	}
+	if err := c.Vault.Validate(); err != nil {
+		return err
+	}
+	if err := credentials.ValidateSets(c.CredentialSets); err != nil {
+		return fmt.Errorf("credentialSets: %w", err)
+	}
+	return nil
 }

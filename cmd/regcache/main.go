@@ -45,7 +45,7 @@ stored content-addressed and served; later pulls are served locally.
 	root.SetArgs(args)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(getenv), cacheCmd(getenv))
+	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv))
 	return root.ExecuteContext(ctx)
 }
 

@@ -42,13 +42,32 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	creds := cache.Anonymous{}
-	rules, err := cache.NewStore(ctx, meta, creds, cfg.Rules, log)
+	// Credential sets come first: rules (also those of the config file)
+	// refer to them. Deleting a set asks the rules whether they use it.
+	var rules *cache.Store
+	creds, stopCreds, err := startCredentials(ctx, cfg, meta, endpoints, func(set string) []string { return rulesUsing(rules, set) }, log)
+	if err != nil {
+		return err
+	}
+	defer stopCreds()
+	rules, err = cache.NewStore(ctx, meta, creds, cfg.Rules, log)
 	if err != nil {
 		return err
 	}
 	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry})
-	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log})
+	// Access times are flushed periodically and once more after the last
+	// request finished.
+	flushCtx, stopFlusher := context.WithCancel(context.WithoutCancel(ctx))
+	flushed := make(chan struct{})
+	go func() {
+		puller.RunAccessFlusher(flushCtx, 30*time.Second)
+		close(flushed)
+	}()
+	defer func() {
+		stopFlusher()
+		<-flushed
+	}()
+	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,199 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/regcache/regcache/storage"
+)
+
+// fillBufferSize is the copy buffer of a fill: large enough that waiters
+// are woken a few times per megabyte, not per packet.
+const fillBufferSize = 256 << 10
+
+// Blob returns the blob digest of repo: from the store when linked to repo;
+// else, for a ruled repository, from the one fill of that digest, started
+// or joined here, streaming as bytes land.
+func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error) {
+	for attempt := 0; ; attempt++ {
+		if c, err := p.openLinked(ctx, repo, digest); err == nil {
+			p.access.touch(digest)
+			return c, nil
+		}
+		up, ruled := p.match(repo)
+		if !ruled {
+			return Content{}, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
+		}
+		f, err := p.fillFor(ctx, repo, up, digest)
+		if err != nil {
+			return Content{}, p.blobError(repo, digest, up, err)
+		}
+		if f == nil {
+			continue // linked meanwhile, or the bytes were already stored
+		}
+		r, ok, err := f.reader(ctx)
+		if err != nil {
+			return Content{}, p.blobError(repo, digest, up, err)
+		}
+		if ok {
+			return Content{Body: r, Size: r.size, Digest: digest}, nil
+		}
+		// Size unknown until the end: wait for the commit, then read the store.
+		if err := f.result(ctx); err != nil {
+			return Content{}, p.blobError(repo, digest, up, err)
+		}
+		if attempt > 2 {
+			return Content{}, fmt.Errorf("%w: %s@%s: the fill committed but the blob is not linked", ErrUnavailable, repo, digest)
+		}
+	}
+}
+
+func (p *Puller) blobError(repo, digest string, up upstreamRepo, err error) error {
+	if errors.Is(err, errNotFound) {
+		return fmt.Errorf("%w: %s@%s (upstream %s/%s has no such blob)", ErrBlobUnknown, repo, digest, up.host, up.path)
+	}
+	return fmt.Errorf("fetch blob %s@%s from %s/%s: %w", repo, digest, up.host, up.path, err)
+}
+
+// fillFor returns the running fill that repo may read digest from, starting
+// one when none runs. It returns nil when the blob became readable under
+// repo without a fill (linked meanwhile, or stored for another repository
+// and confirmed by repo's upstream).
+//
+// Joining a fill started through another upstream repository or credential
+// set requires this repository's upstream to confirm, with its own
+// credentials, that it has the digest: private content never leaks across
+// rules by joining blindly.
+func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, digest string) (*fill, error) {
+	p.fillsMu.Lock()
+	f := p.fills[digest]
+	if f != nil && f.upKey == up.key() && f.join(repo) {
+		p.fillsMu.Unlock()
+		return f, nil
+	}
+	if f == nil {
+		if _, err := p.blobs.Stat(ctx, digest); errors.Is(err, storage.ErrNotFound) {
+			f = newFill(digest, up.key(), repo)
+			p.fills[digest] = f
+			p.fillsMu.Unlock()
+			go p.runFill(context.WithoutCancel(ctx), f, up)
+			return f, nil
+		}
+	}
+	p.fillsMu.Unlock()
+
+	// The bytes are stored or being fetched for another repository.
+	size, err := p.confirm(ctx, up, digest)
+	if err != nil {
+		return nil, err
+	}
+	if f != nil && f.join(repo) {
+		return f, nil
+	}
+	if f != nil {
+		if err := f.result(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := p.blobs.Stat(ctx, digest); err != nil {
+		return nil, fmt.Errorf("%w: blob %s vanished from the store: %w", ErrUnavailable, digest, err)
+	}
+	return nil, p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
+}
+
+// confirm asks the upstream repository, with its rule's credentials,
+// whether it has digest (a HEAD), and returns the size it reports.
+func (p *Puller) confirm(ctx context.Context, up upstreamRepo, digest string) (int64, error) {
+	hctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
+	defer cancel()
+	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("blobs", digest), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.ContentLength, nil
+}
+
+// runFill fetches the blob, verifies it, commits it and links it to every
+// repository that joined. It runs detached from the client that started
+// it, bounded by BlobTimeout overall and IdleTimeout between bytes.
+func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
+	ctx, cancel := context.WithTimeout(ctx, p.opts.BlobTimeout)
+	defer cancel()
+	start := time.Now()
+	n, err := p.fetchBlob(ctx, cancel, f, up)
+	var repos []string
+	if err == nil {
+		now := p.opts.Now()
+		repos = f.commitRepos()
+		for _, repo := range repos {
+			if lerr := p.meta.Link(ctx, repo, storage.Link{Digest: f.digest, Size: n, LinkedAt: now}, nil); lerr != nil {
+				err = lerr
+			}
+		}
+	}
+	p.fillsMu.Lock()
+	delete(p.fills, f.digest)
+	p.fillsMu.Unlock()
+	f.finish(err)
+	if err != nil {
+		p.log.Warn("blob fill failed", "digest", f.digest, "upstream", up.host+"/"+up.path, "err", err)
+		return
+	}
+	p.log.Info("cached blob", "digest", f.digest, "bytes", n, "duration", time.Since(start).Round(time.Millisecond),
+		"upstream", up.host+"/"+up.path, "repos", repos)
+}
+
+// fetchBlob streams the blob from the upstream into the store and returns
+// its size once committed.
+func (p *Puller) fetchBlob(ctx context.Context, cancel context.CancelFunc, f *fill, up upstreamRepo) (int64, error) {
+	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("blobs", f.digest), nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	size := int64(-1)
+	if cl := resp.Header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			size = n
+		}
+	}
+	w, err := p.blobs.Create(ctx, f.digest, size)
+	if err != nil {
+		return 0, err
+	}
+	f.start(size, w.TempPath())
+	idle := time.AfterFunc(p.opts.IdleTimeout, cancel)
+	defer idle.Stop()
+	body := idleReader{r: resp.Body, timer: idle, d: p.opts.IdleTimeout}
+	n, err := io.CopyBuffer(progressWriter{w: w, f: f}, body, make([]byte, fillBufferSize))
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		w.Cancel()
+		return 0, fmt.Errorf("%w: after %d bytes: %w", ErrUnavailable, n, err)
+	}
+	if err := w.Commit(); err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return n, nil
+}
+
+// idleReader pushes the idle deadline back on every read.
+type idleReader struct {
+	r     io.Reader
+	timer *time.Timer
+	d     time.Duration
+}
+
+func (r idleReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.timer.Reset(r.d)
+	return n, err
+}

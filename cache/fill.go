@@ -1,0 +1,224 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+)
+
+// fill is one upstream fetch of one blob into the store. Every client that
+// wants the blob meanwhile streams it from the temporary file as bytes land,
+// so the first byte reaches clients before the last byte left the upstream,
+// and memory does not grow with the blob or the number of waiters.
+//
+// The last byte is held back until the digest verified: a client never
+// receives a complete body for bytes that turn out wrong. When the fill
+// fails, every reader gets the error and nothing is committed.
+type fill struct {
+	digest string
+	upKey  string // upstream repository + credential set that started it
+
+	mu         sync.Mutex
+	changed    chan struct{} // closed and replaced on every state change
+	started    bool          // the upstream answered; size and temp file known
+	size       int64         // expected size; -1 when the upstream sent none
+	temp       string        // temporary file, readable while the fill runs
+	written    int64
+	committing bool // linking has begun: no more repositories join
+	done       bool
+	err        error
+	repos      map[string]bool // local repositories to link on success
+}
+
+func newFill(digest, upKey, repo string) *fill {
+	return &fill{digest: digest, upKey: upKey, size: -1, changed: make(chan struct{}), repos: map[string]bool{repo: true}}
+}
+
+// broadcast wakes every waiter; the caller holds f.mu.
+func (f *fill) broadcast() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+func (f *fill) start(size int64, temp string) {
+	f.mu.Lock()
+	f.started, f.size, f.temp = true, size, temp
+	f.broadcast()
+	f.mu.Unlock()
+}
+
+func (f *fill) progress(n int64) {
+	f.mu.Lock()
+	f.written += n
+	f.broadcast()
+	f.mu.Unlock()
+}
+
+// commitRepos stops repositories from joining and returns those to link.
+func (f *fill) commitRepos() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.committing = true
+	out := make([]string, 0, len(f.repos))
+	for r := range f.repos {
+		out = append(out, r)
+	}
+	return out
+}
+
+func (f *fill) finish(err error) {
+	f.mu.Lock()
+	f.done, f.err = true, err
+	f.broadcast()
+	f.mu.Unlock()
+}
+
+// join adds repo to the repositories linked on success; false when the
+// fill is already linking or finished (the caller then reads the store).
+func (f *fill) join(repo string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.committing || f.done {
+		return false
+	}
+	f.repos[repo] = true
+	return true
+}
+
+// wait blocks until cond (evaluated under f.mu) holds or ctx ends.
+func (f *fill) wait(ctx context.Context, cond func() bool) error {
+	for {
+		f.mu.Lock()
+		if cond() {
+			f.mu.Unlock()
+			return nil
+		}
+		ch := f.changed
+		f.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// result waits for the end of the fill and returns its error.
+func (f *fill) result(ctx context.Context) error {
+	if err := f.wait(ctx, func() bool { return f.done }); err != nil {
+		return err
+	}
+	return f.err
+}
+
+// reader returns a reader of the blob as it is being filled, once the
+// upstream answered with a size. ok is false when the size is unknown or
+// the fill ended before starting (the caller then waits for the result).
+func (f *fill) reader(ctx context.Context) (r *fillReader, ok bool, err error) {
+	if err := f.wait(ctx, func() bool { return f.started || f.done }); err != nil {
+		return nil, false, err
+	}
+	f.mu.Lock()
+	started, size, temp, done, ferr := f.started, f.size, f.temp, f.done, f.err
+	f.mu.Unlock()
+	if ferr != nil {
+		return nil, false, ferr
+	}
+	if !started || size < 0 || done {
+		return nil, false, nil
+	}
+	file, err := os.Open(temp)
+	if err != nil {
+		// The fill committed (renamed) between the two looks: read the store.
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("follow fill of %s: %w", f.digest, err)
+	}
+	return &fillReader{f: f, file: file, ctx: ctx, size: size}, true, nil
+}
+
+// fillReader reads a blob while it is filled; it implements
+// io.ReadSeekCloser for http.ServeContent (Range requests included).
+type fillReader struct {
+	f    *fill
+	file *os.File // the temporary file; stays valid across the rename
+	ctx  context.Context
+	size int64
+	off  int64
+}
+
+// readable returns how many bytes may be read now: all of them once the fill
+// committed, else what landed less the last byte; the caller holds f.mu.
+func (r *fillReader) readable() int64 {
+	if r.f.done && r.f.err == nil {
+		return r.size
+	}
+	return min(r.f.written, r.size-1)
+}
+
+func (r *fillReader) Read(p []byte) (int, error) {
+	if r.off >= r.size {
+		return 0, io.EOF
+	}
+	var avail int64
+	err := r.f.wait(r.ctx, func() bool {
+		avail = r.readable()
+		return avail > r.off || r.f.done
+	})
+	if err != nil {
+		return 0, err
+	}
+	r.f.mu.Lock()
+	ferr := r.f.err
+	r.f.mu.Unlock()
+	if ferr != nil {
+		return 0, fmt.Errorf("fill of %s failed: %w", r.f.digest, ferr)
+	}
+	if avail <= r.off {
+		return 0, io.ErrUnexpectedEOF
+	}
+	n := int(min(int64(len(p)), avail-r.off))
+	n, err = r.file.ReadAt(p[:n], r.off)
+	r.off += int64(n)
+	if errors.Is(err, io.EOF) && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += r.off
+	case io.SeekEnd:
+		offset += r.size
+	default:
+		return 0, fmt.Errorf("seek: invalid whence %d", whence)
+	}
+	if offset < 0 {
+		return 0, fmt.Errorf("seek: negative position %d", offset)
+	}
+	r.off = offset
+	return offset, nil
+}
+
+func (r *fillReader) Close() error { return r.file.Close() }
+
+// progressWriter reports every write to the fill.
+type progressWriter struct {
+	w io.Writer
+	f *fill
+}
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	if n > 0 {
+		p.f.progress(int64(n))
+	}
+	return n, err
+}

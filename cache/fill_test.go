@@ -1,0 +1,344 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/regcache/regcache/storage"
+)
+
+// layerOf returns the digest and bytes of the first layer of img.
+func layerOf(t *testing.T, img v1.Image) (string, []byte) {
+	t.Helper()
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ := layers[0].Digest()
+	rc, err := layers[0].Compressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String(), b
+}
+
+// slowBlob makes the proxy serve blob GETs of body in chunks with a pause
+// after each, cutting the connection after cutAfter bytes when it is >= 0.
+func slowBlob(body []byte, chunk int, pause time.Duration, cutAfter int) func(http.ResponseWriter, *http.Request) bool {
+	return func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet || !strings.Contains(r.URL.Path, "/blobs/") {
+			return false
+		}
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		for off := 0; off < len(body); off += chunk {
+			if cutAfter >= 0 && off >= cutAfter {
+				panic(http.ErrAbortHandler) // the upstream connection drops
+			}
+			w.Write(body[off:min(off+chunk, len(body))])
+			w.(http.Flusher).Flush()
+			time.Sleep(pause)
+		}
+		return true
+	}
+}
+
+// TestConcurrentMissesOneFetch: 32 clients on one cold blob start exactly
+// one upstream GET, and each gets the verified bytes.
+func TestConcurrentMissesOneFetch(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	digest, want := layerOf(t, img)
+	f.fault.Store(slowBlob(want, 512, 2*time.Millisecond, -1))
+
+	const clients = 32
+	var wg sync.WaitGroup
+	got := make([][]byte, clients)
+	errs := make([]error, clients)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := f.puller.Blob(t.Context(), "hub/app", digest)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer c.Body.Close()
+			got[i], errs[i] = io.ReadAll(c.Body)
+		}()
+	}
+	wg.Wait()
+	for i := range clients {
+		if errs[i] != nil || !bytes.Equal(got[i], want) {
+			t.Fatalf("client %d: %d bytes, err %v; want the %d layer bytes", i, len(got[i]), errs[i], len(want))
+		}
+	}
+	if n := f.count(http.MethodGet, "/v2/library/app/blobs/"+digest); n != 1 {
+		t.Fatalf("upstream GETs of the blob = %d, want exactly 1", n)
+	}
+}
+
+// TestUpstreamCutMidBlob: every waiter gets an error, nothing is stored,
+// and the next request fetches again and succeeds.
+func TestUpstreamCutMidBlob(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	digest, want := layerOf(t, img)
+	f.fault.Store(slowBlob(want, 512, time.Millisecond, len(want)/2))
+
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := f.puller.Blob(t.Context(), "hub/app", digest)
+			if err == nil {
+				_, err = io.ReadAll(c.Body)
+				c.Body.Close()
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err == nil {
+			t.Fatalf("waiter %d read the whole blob although the upstream cut it", i)
+		}
+	}
+	if _, err := f.blobs.Stat(t.Context(), digest); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("a cut fill left the blob in the store: %v", err)
+	}
+	if _, err := f.meta.Linked(t.Context(), "hub/app", digest); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("a cut fill linked the blob: %v", err)
+	}
+
+	f.fault.Store(func(http.ResponseWriter, *http.Request) bool { return false })
+	if got := reader(t)(f.puller.Blob(t.Context(), "hub/app", digest)); !bytes.Equal(got, want) {
+		t.Fatal("the retry did not return the layer bytes")
+	}
+	if n := f.count(http.MethodGet, "/v2/library/app/blobs/"+digest); n != 2 {
+		t.Fatalf("upstream GETs = %d, want 2 (the cut one and the retry)", n)
+	}
+}
+
+// TestClientDisconnectMidFill: the client that started a fill goes away;
+// the fill completes and the blob is committed and linked.
+func TestClientDisconnectMidFill(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	digest, want := layerOf(t, img)
+	f.fault.Store(slowBlob(want, 1024, 2*time.Millisecond, -1))
+
+	ctx, cancel := context.WithCancel(t.Context())
+	c, err := f.puller.Blob(ctx, "hub/app", digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	if _, err := io.ReadFull(c.Body, buf); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if _, err := io.ReadAll(c.Body); !errors.Is(err, context.Canceled) {
+		t.Fatalf("read after the client left: %v, want context.Canceled", err)
+	}
+	c.Body.Close()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := f.meta.Linked(t.Context(), "hub/app", digest); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the fill did not complete after its client disconnected")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.fault.Store(func(http.ResponseWriter, *http.Request) bool { return false })
+	if got := reader(t)(f.puller.Blob(t.Context(), "hub/app", digest)); !bytes.Equal(got, want) {
+		t.Fatal("committed blob differs from the layer")
+	}
+	if n := f.count(http.MethodGet, "/v2/library/app/blobs/"+digest); n != 1 {
+		t.Fatalf("upstream GETs = %d, want 1", n)
+	}
+}
+
+// TestRangeDuringFillAndOnHit serves Range requests through
+// http.ServeContent, as the registry does, while the blob is being filled
+// and after it was committed.
+func TestRangeDuringFillAndOnHit(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	digest, want := layerOf(t, img)
+	f.fault.Store(slowBlob(want, 256, 2*time.Millisecond, -1))
+
+	ranges := []struct {
+		header     string
+		start, end int // inclusive
+	}{
+		{"bytes=0-9", 0, 9},
+		{"bytes=100-1099", 100, 1099},
+		{"bytes=" + strconv.Itoa(len(want)-10) + "-", len(want) - 10, len(want) - 1},
+		{"bytes=-1", len(want) - 1, len(want) - 1},
+	}
+	get := func(t *testing.T, rng string) *httptest.ResponseRecorder {
+		c, err := f.puller.Blob(t.Context(), "hub/app", digest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Body.Close()
+		if _, inFill := c.Body.(*fillReader); !inFill {
+			t.Logf("%s served from the store", rng)
+		}
+		req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil)
+		req.Header.Set("Range", rng)
+		rec := httptest.NewRecorder()
+		http.ServeContent(rec, req, "", time.Time{}, c.Body)
+		return rec
+	}
+	for _, phase := range []string{"during fill", "on hit"} {
+		t.Run(phase, func(t *testing.T) {
+			var wg sync.WaitGroup
+			for _, r := range ranges {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					rec := get(t, r.header)
+					wantRange := "bytes " + strconv.Itoa(r.start) + "-" + strconv.Itoa(r.end) + "/" + strconv.Itoa(len(want))
+					if rec.Code != http.StatusPartialContent || rec.Header().Get("Content-Range") != wantRange ||
+						!bytes.Equal(rec.Body.Bytes(), want[r.start:r.end+1]) {
+						t.Errorf("%s: %d %q, %d bytes; want 206 %q and the exact bytes", r.header, rec.Code, rec.Header().Get("Content-Range"), rec.Body.Len(), wantRange)
+					}
+				}()
+			}
+			wg.Wait()
+		})
+	}
+	if n := f.count(http.MethodGet, "/v2/library/app/blobs/"+digest); n != 1 {
+		t.Fatalf("upstream GETs = %d, want 1", n)
+	}
+}
+
+// TestJoiningAnotherRulesFillNeedsConfirmation: a fill started through one
+// rule is shared with another rule only after that rule's upstream
+// confirmed the digest.
+func TestJoiningAnotherRulesFillNeedsConfirmation(t *testing.T) {
+	t.Parallel()
+	other := Rule{Name: "other-app", Source: "docker.io/other/app", Target: "other"}
+	f := newFixture(t, Anonymous{}, hubRule, other)
+	img := f.push(t, "library/app:v1")
+	digest, want := layerOf(t, img)
+	slow := slowBlob(want, 256, 3*time.Millisecond, -1)
+	confirm := false
+	var mu sync.Mutex
+	f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		ok := confirm
+		mu.Unlock()
+		if strings.HasPrefix(r.URL.Path, "/v2/other/") && !ok {
+			w.WriteHeader(http.StatusNotFound)
+			return true
+		}
+		return slow(w, r)
+	})
+	started, err := f.puller.Blob(t.Context(), "hub/app", digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer started.Body.Close()
+	if _, err := f.puller.Blob(t.Context(), "other", digest); !errors.Is(err, ErrBlobUnknown) {
+		t.Fatalf("joining without confirmation: err = %v, want ErrBlobUnknown", err)
+	}
+	mu.Lock()
+	confirm = true
+	mu.Unlock()
+	f.push(t, "other/app:v1")
+	if got := reader(t)(f.puller.Blob(t.Context(), "other", digest)); !bytes.Equal(got, want) {
+		t.Fatal("the confirmed joiner got other bytes")
+	}
+	if n := f.count(http.MethodGet, "/v2/other/app/blobs/"+digest); n != 0 {
+		t.Fatalf("the joiner fetched the blob itself (%d GETs)", n)
+	}
+	if n := f.count(http.MethodHead, "/v2/other/app/blobs/"+digest); n < 2 {
+		t.Fatalf("HEADs by the joiner's upstream = %d, want one per attempt", n)
+	}
+}
+
+// countingMeta counts the metadata writes the puller makes.
+type countingMeta struct {
+	*storage.Meta
+	mu      sync.Mutex
+	links   int
+	touches int
+}
+
+func (m *countingMeta) Link(ctx context.Context, repo string, l storage.Link, tag *storage.Tag) error {
+	m.mu.Lock()
+	m.links++
+	m.mu.Unlock()
+	return m.Meta.Link(ctx, repo, l, tag)
+}
+
+func (m *countingMeta) TouchBlobs(ctx context.Context, times map[string]time.Time) error {
+	m.mu.Lock()
+	m.touches++
+	m.mu.Unlock()
+	return m.Meta.TouchBlobs(ctx, times)
+}
+
+// TestHitsDoNotWriteMetadata: serving a stored blob writes nothing to
+// bbolt; access times are flushed in one batch.
+func TestHitsDoNotWriteMetadata(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	digest, want := layerOf(t, img)
+	meta := &countingMeta{Meta: f.meta}
+	f.puller.meta = meta
+	reader(t)(f.puller.Blob(t.Context(), "hub/app", digest)) // the miss links once
+	meta.mu.Lock()
+	before := meta.links
+	meta.mu.Unlock()
+	for range 200 {
+		if got := reader(t)(f.puller.Blob(t.Context(), "hub/app", digest)); !bytes.Equal(got, want) {
+			t.Fatal("hit returned other bytes")
+		}
+	}
+	meta.mu.Lock()
+	links, touches := meta.links, meta.touches
+	meta.mu.Unlock()
+	if links != before || touches != 0 {
+		t.Fatalf("200 hits made %d link and %d access writes, want none", links-before, touches)
+	}
+	if err := f.puller.FlushAccess(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if meta.touches != 1 {
+		t.Fatalf("flush made %d writes, want 1", meta.touches)
+	}
+	if _, err := f.meta.LastAccess(t.Context(), digest); err != nil {
+		t.Fatalf("access time not recorded: %v", err)
+	}
+}
