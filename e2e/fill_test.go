@@ -70,14 +70,14 @@ func newCountingProxy(t *testing.T, upstream string, chunk int, pause time.Durat
 	return p
 }
 
-// TestConcurrentColdPulls: 32 clients ask the built regcache for one cold
-// blob at once: exactly one upstream GET, identical verified bytes for all,
-// and Range requests answered exactly while the fill runs.
-func TestConcurrentColdPulls(t *testing.T) {
-	t.Parallel()
+// coldBlob pushes a random blob of size bytes to a fresh upstream and starts
+// regcache in front of it through a pacing, counting proxy, with the rule
+// docker.io/library/* -> hub/*. It returns the blob and its digest.
+func coldBlob(t *testing.T, size, chunk int) (*peers.Upstream, *countingProxy, *peers.Regcache, []byte, string) {
+	t.Helper()
 	bin := peers.BuildRegcache(t)
 	up := peers.StartGGCR(t)
-	blob := make([]byte, 4<<20)
+	blob := make([]byte, size)
 	rand.Read(blob)
 	layer := static.NewLayer(blob, types.OCILayer)
 	digest, _ := layer.Digest()
@@ -85,14 +85,23 @@ func TestConcurrentColdPulls(t *testing.T) {
 	if err := remote.WriteLayer(ref.Context(), layer, remote.WithContext(t.Context())); err != nil {
 		t.Fatal(err)
 	}
-	proxy := newCountingProxy(t, up.URL(), 64<<10, 5*time.Millisecond)
+	proxy := newCountingProxy(t, up.URL(), chunk, 5*time.Millisecond)
 	rc := peers.StartRegcache(t, bin, "--upstream", "docker.io="+proxy.URL)
 	if _, stderr, code := peers.Run(t, bin, "cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*",
 		"--server", rc.URL(), "--token", rc.Token()); code != 0 {
 		t.Fatalf("create rule: %s", stderr)
 	}
+	return up, proxy, rc, blob, digest.String()
+}
 
-	blobURL := rc.URL() + "/v2/hub/big/blobs/" + digest.String()
+// TestConcurrentColdPulls: 32 clients ask the built regcache for one cold
+// blob at once: exactly one upstream GET, identical verified bytes for all,
+// and Range requests answered exactly while the fill runs.
+func TestConcurrentColdPulls(t *testing.T) {
+	t.Parallel()
+	_, proxy, rc, blob, digest := coldBlob(t, 4<<20, 64<<10)
+
+	blobURL := rc.URL() + "/v2/hub/big/blobs/" + digest
 	const clients = 32
 	type result struct {
 		body   []byte
@@ -150,22 +159,7 @@ func TestConcurrentColdPulls(t *testing.T) {
 // after the first bytes; the fill completes, and the next request is a hit.
 func TestClientDisconnectCommits(t *testing.T) {
 	t.Parallel()
-	bin := peers.BuildRegcache(t)
-	up := peers.StartGGCR(t)
-	blob := make([]byte, 2<<20)
-	rand.Read(blob)
-	layer := static.NewLayer(blob, types.OCILayer)
-	digest, _ := layer.Digest()
-	ref, _ := name.ParseReference(up.Host+"/library/big:v1", name.Insecure)
-	if err := remote.WriteLayer(ref.Context(), layer, remote.WithContext(t.Context())); err != nil {
-		t.Fatal(err)
-	}
-	proxy := newCountingProxy(t, up.URL(), 32<<10, 5*time.Millisecond)
-	rc := peers.StartRegcache(t, bin, "--upstream", "docker.io="+proxy.URL)
-	if _, stderr, code := peers.Run(t, bin, "cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*",
-		"--server", rc.URL(), "--token", rc.Token()); code != 0 {
-		t.Fatalf("create rule: %s", stderr)
-	}
+	up, proxy, rc, blob, digest := coldBlob(t, 2<<20, 32<<10)
 	conn, err := net.Dial("tcp", rc.Addr)
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +178,7 @@ func TestClientDisconnectCommits(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	up.Stop() // the next request must be served from the store
-	resp, err := http.Get(rc.URL() + "/v2/hub/big/blobs/" + digest.String())
+	resp, err := http.Get(rc.URL() + "/v2/hub/big/blobs/" + digest)
 	if err != nil {
 		t.Fatal(err)
 	}

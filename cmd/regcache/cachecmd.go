@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -184,23 +183,7 @@ func cacheDeleteCmd(getenv func(string) string) *cobra.Command {
 
 // printRules writes rules as JSON (an array when list is true) or a table.
 func printRules(cmd *cobra.Command, list bool, rules ...cache.Rule) error {
-	format, _ := cmd.Flags().GetString("output")
-	w := cmd.OutOrStdout()
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if list {
-			if rules == nil {
-				rules = []cache.Rule{}
-			}
-			return enc.Encode(rules)
-		}
-		return enc.Encode(rules[0])
-	case "table":
-		return ruleTable(w, rules)
-	}
-	return fmt.Errorf("--output %q: want json or table", format)
+	return printItems(cmd, list, rules, ruleTable)
 }
 
 func ruleTable(w io.Writer, rules []cache.Rule) error {

@@ -143,3 +143,25 @@ func answerError(method, path, status string, raw []byte) error {
 	}
 	return fmt.Errorf("%s %s: %s", method, path, status)
 }
+
+// printItems writes the answer of an admin command in the --output format:
+// JSON (an array when list is true, else the one item) or a table.
+func printItems[T any](cmd *cobra.Command, list bool, items []T, table func(io.Writer, []T) error) error {
+	format, _ := cmd.Flags().GetString("output")
+	w := cmd.OutOrStdout()
+	switch format {
+	case "json":
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if list {
+			if items == nil {
+				items = []T{}
+			}
+			return enc.Encode(items)
+		}
+		return enc.Encode(items[0])
+	case "table":
+		return table(w, items)
+	}
+	return fmt.Errorf("--output %q: want json or table", format)
+}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -223,31 +222,19 @@ Kubernetes role):
 
 // printCredSets writes sets as JSON (an array when list is true) or a table.
 func printCredSets(cmd *cobra.Command, list bool, sets ...credentials.Set) error {
-	format, _ := cmd.Flags().GetString("output")
-	w := cmd.OutOrStdout()
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if list {
-			if sets == nil {
-				sets = []credentials.Set{}
-			}
-			return enc.Encode(sets)
+	return printItems(cmd, list, sets, credSetTable)
+}
+
+func credSetTable(w io.Writer, sets []credentials.Set) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tLOGIN SERVER\tUSERNAME SECRET\tPASSWORD SECRET\tSTATUS\tORIGIN\tREASON")
+	for _, s := range sets {
+		reason := s.Status.Reason
+		if reason == "" {
+			reason = "-"
 		}
-		return enc.Encode(sets[0])
-	case "table":
-		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tLOGIN SERVER\tUSERNAME SECRET\tPASSWORD SECRET\tSTATUS\tORIGIN\tREASON")
-		for _, s := range sets {
-			reason := s.Status.Reason
-			if reason == "" {
-				reason = "-"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.LoginServer, s.UsernameSecretRef, s.PasswordSecretRef,
-				s.Status.State, s.Origin, strings.ReplaceAll(reason, "\n", " "))
-		}
-		return tw.Flush()
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, s.LoginServer, s.UsernameSecretRef, s.PasswordSecretRef,
+			s.Status.State, s.Origin, strings.ReplaceAll(reason, "\n", " "))
 	}
-	return fmt.Errorf("--output %q: want json or table", format)
+	return tw.Flush()
 }
