@@ -81,7 +81,11 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 			f = newFill(digest, up.key(), repo)
 			p.fills[digest] = f
 			p.fillsMu.Unlock()
-			go p.runFill(context.WithoutCancel(ctx), f, up)
+			p.fillsRun.Add(1)
+			go func() {
+				defer p.fillsRun.Done()
+				p.runFill(p.life, f, up)
+			}()
 			return f, nil
 		}
 	}
@@ -121,7 +125,8 @@ func (p *Puller) confirm(ctx context.Context, up upstreamRepo, digest string) (i
 
 // runFill fetches the blob, verifies it, commits it and links it to every
 // repository that joined. It runs detached from the client that started
-// it, bounded by BlobTimeout overall and IdleTimeout between bytes.
+// it (ctx is the puller's life), bounded by BlobTimeout overall and
+// IdleTimeout between bytes.
 func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 	ctx, cancel := context.WithTimeout(ctx, p.opts.BlobTimeout)
 	defer cancel()
@@ -179,6 +184,13 @@ func (p *Puller) fetchBlob(ctx context.Context, cancel context.CancelFunc, f *fi
 		w.Cancel()
 		return 0, fmt.Errorf("%w: after %d bytes: %w", ErrUnavailable, n, err)
 	}
+	if err := w.Verify(); err != nil {
+		w.Cancel()
+		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	// Waiters may deliver the last byte now; making the blob durable
+	// (fsync, rename) is the store's business, not theirs.
+	f.verify()
 	if err := w.Commit(); err != nil {
 		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}

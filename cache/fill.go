@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"time"
 )
 
 // fill is one upstream fetch of one blob into the store. Every client that
@@ -27,7 +28,10 @@ type fill struct {
 	size       int64         // expected size; -1 when the upstream sent none
 	temp       string        // temporary file, readable while the fill runs
 	written    int64
-	committing bool // linking has begun: no more repositories join
+	woken      int64     // written at the last wake-up
+	wokenAt    time.Time // time of the last wake-up
+	verified   bool      // size and digest verified: every byte may be read
+	committing bool      // linking has begun: no more repositories join
 	done       bool
 	err        error
 	repos      map[string]bool // local repositories to link on success
@@ -50,9 +54,28 @@ func (f *fill) start(size int64, temp string) {
 	f.mu.Unlock()
 }
 
+// Waiters are woken when this many bytes landed since the last wake-up, or
+// this long passed: hand-offs per megabyte, not per packet, and a slow
+// upstream still streams smoothly.
+const (
+	wakeBytes    = 1 << 20
+	wakeInterval = 20 * time.Millisecond
+)
+
 func (f *fill) progress(n int64) {
 	f.mu.Lock()
 	f.written += n
+	if now := time.Now(); f.written-f.woken >= wakeBytes || now.Sub(f.wokenAt) >= wakeInterval {
+		f.woken, f.wokenAt = f.written, now
+		f.broadcast()
+	}
+	f.mu.Unlock()
+}
+
+// verify marks every byte readable (size and digest checked).
+func (f *fill) verify() {
+	f.mu.Lock()
+	f.verified = true
 	f.broadcast()
 	f.mu.Unlock()
 }
@@ -151,10 +174,10 @@ type fillReader struct {
 	off  int64
 }
 
-// readable returns how many bytes may be read now: all of them once the fill
-// committed, else what landed less the last byte; the caller holds f.mu.
+// readable returns how many bytes may be read now: all of them once they
+// verified, else what landed less the last byte; the caller holds f.mu.
 func (r *fillReader) readable() int64 {
-	if r.f.done && r.f.err == nil {
+	if r.f.verified {
 		return r.size
 	}
 	return min(r.f.written, r.size-1)
@@ -173,9 +196,9 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		return 0, err
 	}
 	r.f.mu.Lock()
-	ferr := r.f.err
+	ferr, verified := r.f.err, r.f.verified
 	r.f.mu.Unlock()
-	if ferr != nil {
+	if ferr != nil && !verified {
 		return 0, fmt.Errorf("fill of %s failed: %w", r.f.digest, ferr)
 	}
 	if avail <= r.off {
@@ -188,6 +211,42 @@ func (r *fillReader) Read(p []byte) (int, error) {
 		err = nil
 	}
 	return n, err
+}
+
+// SendTo writes the next n bytes (fewer at the end of the blob) to w as
+// they become readable, each readable stretch as a section of the
+// temporary *os.File, so that a net/http response sends it with sendfile.
+func (r *fillReader) SendTo(w io.Writer, n int64) (int64, error) {
+	var sent int64
+	for sent < n && r.off < r.size {
+		var avail int64
+		err := r.f.wait(r.ctx, func() bool {
+			avail = r.readable()
+			return avail > r.off || r.f.done
+		})
+		if err != nil {
+			return sent, err
+		}
+		r.f.mu.Lock()
+		ferr, verified := r.f.err, r.f.verified
+		r.f.mu.Unlock()
+		if ferr != nil && !verified {
+			return sent, fmt.Errorf("fill of %s failed: %w", r.f.digest, ferr)
+		}
+		if avail <= r.off {
+			return sent, io.ErrUnexpectedEOF
+		}
+		if _, err := r.file.Seek(r.off, io.SeekStart); err != nil {
+			return sent, err
+		}
+		k, err := io.Copy(w, &io.LimitedReader{R: r.file, N: min(avail-r.off, n-sent)})
+		r.off += k
+		sent += k
+		if err != nil {
+			return sent, err
+		}
+	}
+	return sent, nil
 }
 
 func (r *fillReader) Seek(offset int64, whence int) (int64, error) {

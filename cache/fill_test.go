@@ -318,6 +318,7 @@ func TestHitsDoNotWriteMetadata(t *testing.T) {
 	meta := &countingMeta{Meta: f.meta}
 	f.puller.meta = meta
 	reader(t)(f.puller.Blob(t.Context(), "hub/app", digest)) // the miss links once
+	waitLinked(t, f, "hub/app", digest)
 	meta.mu.Lock()
 	before := meta.links
 	meta.mu.Unlock()
@@ -340,5 +341,19 @@ func TestHitsDoNotWriteMetadata(t *testing.T) {
 	}
 	if _, err := f.meta.LastAccess(t.Context(), digest); err != nil {
 		t.Fatalf("access time not recorded: %v", err)
+	}
+}
+
+// waitLinked waits until the fill of digest linked it to repo (a fill
+// commits just after its readers got the verified bytes).
+func waitLinked(t *testing.T, f *fixture, repo, digest string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+		if _, err := f.meta.Linked(t.Context(), repo, digest); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s was not linked to %s", digest, repo)
+		}
 	}
 }

@@ -94,6 +94,12 @@ type Puller struct {
 	fillsMu   sync.Mutex
 	fills     map[string]*fill // by digest, while running
 	access    *accessTimes
+
+	// Fills outlive their clients but not the puller: life ends them at
+	// Close, which waits for them.
+	life     context.Context
+	stop     context.CancelFunc
+	fillsRun sync.WaitGroup
 }
 
 // NewPuller wires a puller.
@@ -119,12 +125,20 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Puller{
+	p := &Puller{
 		rules: rules, endpoints: endpoints, blobs: blobs, meta: meta, log: log, opts: opts,
 		clients: &clients{base: opts.Transport, creds: creds, ttl: 10 * time.Minute, m: map[string]cachedClient{}},
 		fills:   map[string]*fill{},
 		access:  newAccessTimes(),
 	}
+	p.life, p.stop = context.WithCancel(context.Background())
+	return p
+}
+
+// Close cancels the fills still running and waits for them to end.
+func (p *Puller) Close() {
+	p.stop()
+	p.fillsRun.Wait()
 }
 
 // DefaultTransport is the base transport for upstream requests: proxy from

@@ -103,6 +103,7 @@ func newFixture(t *testing.T, creds Credentials, rules ...Rule) *fixture {
 		t.Fatal(err)
 	}
 	f.puller = NewPuller(store, eps, creds, f.blobs, f.meta, log, Options{})
+	t.Cleanup(f.puller.Close)
 	return f
 }
 

@@ -119,6 +119,7 @@ func TestAuthorizationNotForwardedToRedirectedBlobHost(t *testing.T) {
 				t.Fatal(err)
 			}
 			puller := cache.NewPuller(rules, endpoints, mgr, blobs, meta, logger, cache.Options{})
+			t.Cleanup(puller.Close)
 			h, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: "admin-token-0123456789", Log: logger, CredentialSets: mgr})
 			if err != nil {
 				t.Fatal(err)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -92,8 +93,15 @@ func TestPullThrough(t *testing.T) {
 			// Per-repository links: the layer is in the store (fetched for
 			// hub/app), but quay/library/app's upstream does not have it.
 			layer := img.Layers[0]
-			if _, err := os.Stat(filepath.Join(rc.DataDir, "blobs", "sha256", layer[7:9], layer[7:])); err != nil {
-				t.Fatalf("layer not in the store: %v", err)
+			// (A fill commits just after its clients got the verified bytes.)
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				_, err := os.Stat(filepath.Join(rc.DataDir, "blobs", "sha256", layer[7:9], layer[7:]))
+				if err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("layer not in the store: %v", err)
+				}
 			}
 			checkOCIError(t, "GET", rc.URL()+"/v2/quay/library/app/blobs/"+layer, http.StatusNotFound, "BLOB_UNKNOWN")
 			checkOCIError(t, "GET", rc.URL()+"/v2/nope/manifests/v1", http.StatusNotFound, "NAME_UNKNOWN")

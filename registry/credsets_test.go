@@ -64,6 +64,7 @@ func newCredStack(t *testing.T) *stack {
 		t.Fatal(err)
 	}
 	puller := cache.NewPuller(store, endpoints, mgr, blobs, meta, logger, cache.Options{})
+	t.Cleanup(puller.Close)
 	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, CredentialSets: mgr})
 	if err != nil {
 		t.Fatal(err)

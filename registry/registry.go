@@ -236,12 +236,31 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
-// ReadFrom keeps the sendfile path of the underlying writer.
+// sectionSender is a body that can send its next n bytes itself, as
+// sections of a file, so that they take the sendfile path too (a blob
+// streamed while it is being filled).
+type sectionSender interface {
+	SendTo(w io.Writer, n int64) (int64, error)
+}
+
+// ReadFrom keeps the sendfile path of the underlying writer: http.ServeContent
+// copies a body as an io.LimitedReader, which net/http sends with sendfile
+// when it wraps an *os.File, and which a sectionSender sends in sections.
 func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	n, err := io.Copy(w.ResponseWriter, r)
+	var n int64
+	var err error
+	if lr, ok := r.(*io.LimitedReader); ok {
+		if s, ok := lr.R.(sectionSender); ok {
+			n, err = s.SendTo(w.ResponseWriter, lr.N)
+			lr.N -= n
+			w.bytes += n
+			return n, err
+		}
+	}
+	n, err = io.Copy(w.ResponseWriter, r)
 	w.bytes += n
 	return n, err
 }

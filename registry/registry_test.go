@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -109,6 +110,7 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 		}
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{})
+	t.Cleanup(puller.Close)
 	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger})
 	if err != nil {
 		t.Fatal(err)
@@ -565,8 +567,16 @@ func TestBlobNeedsUpstreamConfirmation(t *testing.T) {
 	if resp.StatusCode != 200 || !bytes.Equal(body, layer) {
 		t.Fatalf("GET under hub/app: %s, %d bytes", resp.Status, len(body))
 	}
-	if _, err := s.blobs.Stat(t.Context(), digest); err != nil {
-		t.Fatalf("blob not in the store after the pull: %v", err)
+	// The fill commits (fsync, rename) after the client got the verified
+	// bytes.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		_, err := s.blobs.Stat(t.Context(), digest)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blob not in the store after the pull: %v", err)
+		}
 	}
 
 	for _, method := range []string{"GET", "HEAD"} {

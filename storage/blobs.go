@@ -210,6 +210,17 @@ func (w *Writer) Commit() error {
 	return nil
 }
 
+// Verify checks the size and digest of the bytes written so far against the
+// expected ones, without committing: a reader following the fill may
+// deliver the last bytes once they verified, before Commit makes them
+// durable.
+func (w *Writer) Verify() error {
+	if err := w.verify(); err != nil {
+		return fmt.Errorf("blob %s: %w", w.digest, err)
+	}
+	return nil
+}
+
 func (w *Writer) verify() error {
 	if w.size >= 0 && w.n != w.size {
 		return fmt.Errorf("%w: got %d bytes, want %d", ErrSizeMismatch, w.n, w.size)

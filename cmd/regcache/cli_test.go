@@ -80,6 +80,7 @@ func newCLIServer(t *testing.T) *cliServer {
 		t.Fatal(err)
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{})
+	t.Cleanup(puller.Close)
 	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: cliToken, Log: logger})
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,7 @@ func newCredCLIServer(t *testing.T) string {
 		t.Fatal(err)
 	}
 	puller := cache.NewPuller(store, endpoints, mgr, blobs, meta, logger, cache.Options{})
+	t.Cleanup(puller.Close)
 	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: cliToken, Log: logger, CredentialSets: mgr})
 	if err != nil {
 		t.Fatal(err)

@@ -55,6 +55,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry})
+	defer puller.Close() // before meta closes: fills link what they commit
 	// Access times are flushed periodically and once more after the last
 	// request finished.
 	flushCtx, stopFlusher := context.WithCancel(context.WithoutCancel(ctx))
