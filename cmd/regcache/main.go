@@ -71,15 +71,27 @@ over the file). Config file:
   adminTokenFile: /run/secrets/regcache-admin-token
   logLevel: info          # debug, info, warn, error
   logFormat: text         # text, json
+  defaultRegistry: docker.io   # names no rule matches belong to Docker Hub (registry-mirrors)
   upstreams:
     docker.io: https://mirror.example.com
+  credentialSets:         # read-only through the admin API
+    - name: DockerHub
+      loginServer: docker.io
+      usernameSecret: vault://secret/regcache/dockerhub#username
+      passwordSecret: file:///run/secrets/dockerhub-token
+  vault:                  # or the VAULT_* environment
+    address: https://vault.example.com:8200
+    auth: kubernetes      # token, approle, kubernetes
+    kubernetesRole: regcache
   rules:                  # read-only through the admin API
     - name: ubuntu
       source: docker.io/library/ubuntu
       target: ubuntu
+      credentialSet: DockerHub
     - name: hub-library
       source: docker.io/library/*
-      target: hub/*`,
+      target: hub/*
+      tagTTL: 10m         # cached tags served 10m before a HEAD revalidates them`,
 		Example: `  regcache serve
   regcache serve --listen 127.0.0.1:5000 --data-dir /var/lib/regcache
   regcache serve --upstream docker.io=http://127.0.0.1:5001 --log-format json
