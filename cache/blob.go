@@ -72,9 +72,21 @@ func (p *Puller) blobError(repo, digest string, up upstreamRepo, err error) erro
 func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, digest string) (*fill, error) {
 	p.fillsMu.Lock()
 	f := p.fills[digest]
-	if f != nil && f.upKey == up.key() && f.join(repo) {
+	if f != nil && f.upKey == up.key() {
 		p.fillsMu.Unlock()
-		return f, nil
+		if f.join(repo) {
+			return f, nil
+		}
+		// The fill is linking what it fetched from this same upstream
+		// repository: no need to ask the upstream again.
+		if err := f.result(ctx); err != nil {
+			return nil, err
+		}
+		size, err := p.blobs.Stat(ctx, digest)
+		if err != nil {
+			return nil, fmt.Errorf("%w: blob %s vanished from the store: %w", ErrUnavailable, digest, err)
+		}
+		return nil, p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
 	}
 	if f == nil {
 		if _, err := p.blobs.Stat(ctx, digest); errors.Is(err, storage.ErrNotFound) {
