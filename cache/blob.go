@@ -104,8 +104,7 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 	p.fillsMu.Unlock()
 
 	// The bytes are stored or being fetched for another repository.
-	size, err := p.confirm(ctx, up, digest)
-	if err != nil {
+	if err := p.confirm(ctx, up, digest); err != nil {
 		return nil, err
 	}
 	if f != nil && f.join(repo) {
@@ -116,23 +115,24 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 			return nil, err
 		}
 	}
-	if _, err := p.blobs.Stat(ctx, digest); err != nil {
+	size, err := p.blobs.Stat(ctx, digest)
+	if err != nil {
 		return nil, fmt.Errorf("%w: blob %s vanished from the store: %w", ErrUnavailable, digest, err)
 	}
 	return nil, p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
 }
 
 // confirm asks the upstream repository, with its rule's credentials,
-// whether it has digest (a HEAD), and returns the size it reports.
-func (p *Puller) confirm(ctx context.Context, up upstreamRepo, digest string) (int64, error) {
+// whether it has digest (a HEAD).
+func (p *Puller) confirm(ctx context.Context, up upstreamRepo, digest string) error {
 	hctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
 	defer cancel()
 	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("blobs", digest), nil)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	resp.Body.Close()
-	return resp.ContentLength, nil
+	return nil
 }
 
 // runFill fetches the blob, verifies it, commits it and links it to every
