@@ -135,10 +135,14 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 	return p
 }
 
-// Close cancels the fills still running and waits for them to end.
+// Close cancels the fills still running, waits for them to end and closes
+// idle upstream connections.
 func (p *Puller) Close() {
 	p.stop()
 	p.fillsRun.Wait()
+	if t, ok := p.opts.Transport.(interface{ CloseIdleConnections() }); ok {
+		t.CloseIdleConnections()
+	}
 }
 
 // DefaultTransport is the base transport for upstream requests: proxy from
