@@ -260,7 +260,11 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 	if digest != "" {
 		// The tag moved. A manifest already stored for this repo needs no GET.
 		if c, err := p.openLinked(ctx, repo, digest); err == nil {
-			return c, p.meta.Link(ctx, repo, storage.Link{Digest: c.Digest, MediaType: c.MediaType, Size: c.Size, LinkedAt: p.opts.Now()}, &storage.Tag{Name: ref, Digest: c.Digest, FetchedAt: p.opts.Now()})
+			l := storage.Link{Digest: c.Digest, MediaType: c.MediaType, Size: c.Size, LinkedAt: now}
+			if err := p.meta.Link(ctx, repo, l, &storage.Tag{Name: ref, Digest: c.Digest, FetchedAt: now}); err != nil {
+				p.log.Warn("record moved tag", "repo", repo, "tag", ref, "digest", c.Digest, "err", err)
+			}
+			return c, nil
 		}
 	}
 	return p.fetchManifest(ctx, repo, up, ref, ref)
