@@ -20,7 +20,9 @@ const fillBufferSize = 256 << 10
 // else, for a ruled repository, from the one fill of that digest, started
 // or joined here, streaming as bytes land.
 func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error) {
-	for attempt := 0; ; attempt++ {
+	// A few rounds at most: each either serves, or ends with the blob linked
+	// to repo (a fill committed, or stored bytes were confirmed).
+	for range 3 {
 		if c, err := p.openLinked(ctx, repo, digest); err == nil {
 			p.access.touch(digest)
 			return c, nil
@@ -47,10 +49,8 @@ func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error)
 		if err := f.result(ctx); err != nil {
 			return Content{}, p.blobError(repo, digest, up, err)
 		}
-		if attempt > 2 {
-			return Content{}, fmt.Errorf("%w: %s@%s: the fill committed but the blob is not linked", ErrUnavailable, repo, digest)
-		}
 	}
+	return Content{}, fmt.Errorf("%w: %s@%s: stored and linked, but it cannot be opened", ErrUnavailable, repo, digest)
 }
 
 func (p *Puller) blobError(repo, digest string, up upstreamRepo, err error) error {
@@ -72,22 +72,6 @@ func (p *Puller) blobError(repo, digest string, up upstreamRepo, err error) erro
 func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, digest string) (*fill, error) {
 	p.fillsMu.Lock()
 	f := p.fills[digest]
-	if f != nil && f.upKey == up.key() {
-		p.fillsMu.Unlock()
-		if f.join(repo) {
-			return f, nil
-		}
-		// The fill is linking what it fetched from this same upstream
-		// repository: no need to ask the upstream again.
-		if err := f.result(ctx); err != nil {
-			return nil, err
-		}
-		size, err := p.blobs.Stat(ctx, digest)
-		if err != nil {
-			return nil, fmt.Errorf("%w: blob %s vanished from the store: %w", ErrUnavailable, digest, err)
-		}
-		return nil, p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
-	}
 	if f == nil {
 		if _, err := p.blobs.Stat(ctx, digest); errors.Is(err, storage.ErrNotFound) {
 			f = newFill(digest, up.key(), repo)
@@ -103,14 +87,20 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 	}
 	p.fillsMu.Unlock()
 
-	// The bytes are stored or being fetched for another repository.
-	if err := p.confirm(ctx, up, digest); err != nil {
-		return nil, err
-	}
-	if f != nil && f.join(repo) {
-		return f, nil
+	// The bytes are stored, or being fetched through another upstream
+	// repository or credential set: this repository's upstream must
+	// confirm it has them. A fill from this same upstream repository
+	// needs no confirmation.
+	if f == nil || f.upKey != up.key() {
+		if _, err := p.headBlob(ctx, up, digest); err != nil {
+			return nil, err
+		}
 	}
 	if f != nil {
+		if f.join(repo) {
+			return f, nil
+		}
+		// The fill is linking already: wait for it, then link repo too.
 		if err := f.result(ctx); err != nil {
 			return nil, err
 		}
@@ -122,17 +112,17 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 	return nil, p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
 }
 
-// confirm asks the upstream repository, with its rule's credentials,
-// whether it has digest (a HEAD).
-func (p *Puller) confirm(ctx context.Context, up upstreamRepo, digest string) error {
+// headBlob asks the upstream repository, with its rule's credentials,
+// whether it has digest, and returns the size it reports (-1 when none).
+func (p *Puller) headBlob(ctx context.Context, up upstreamRepo, digest string) (int64, error) {
 	hctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
 	defer cancel()
 	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("blobs", digest), nil)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	resp.Body.Close()
-	return nil
+	return resp.ContentLength, nil
 }
 
 // runFill fetches the blob, verifies it, commits it and links it to every

@@ -183,26 +183,37 @@ func (r *fillReader) readable() int64 {
 	return min(r.f.written, r.size-1)
 }
 
+// available waits until bytes past the read offset are readable and returns
+// the end of what may be read; an error when the fill failed before its
+// bytes verified, or when the reader's context ended.
+func (r *fillReader) available() (int64, error) {
+	var avail int64
+	var ferr error
+	err := r.f.wait(r.ctx, func() bool {
+		avail = r.readable()
+		if r.f.err != nil && !r.f.verified {
+			ferr = r.f.err
+		}
+		return avail > r.off || r.f.done
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case ferr != nil:
+		return 0, fmt.Errorf("fill of %s failed: %w", r.f.digest, ferr)
+	case avail <= r.off:
+		return 0, io.ErrUnexpectedEOF
+	}
+	return avail, nil
+}
+
 func (r *fillReader) Read(p []byte) (int, error) {
 	if r.off >= r.size {
 		return 0, io.EOF
 	}
-	var avail int64
-	err := r.f.wait(r.ctx, func() bool {
-		avail = r.readable()
-		return avail > r.off || r.f.done
-	})
+	avail, err := r.available()
 	if err != nil {
 		return 0, err
-	}
-	r.f.mu.Lock()
-	ferr, verified := r.f.err, r.f.verified
-	r.f.mu.Unlock()
-	if ferr != nil && !verified {
-		return 0, fmt.Errorf("fill of %s failed: %w", r.f.digest, ferr)
-	}
-	if avail <= r.off {
-		return 0, io.ErrUnexpectedEOF
 	}
 	n := int(min(int64(len(p)), avail-r.off))
 	n, err = r.file.ReadAt(p[:n], r.off)
@@ -219,22 +230,9 @@ func (r *fillReader) Read(p []byte) (int, error) {
 func (r *fillReader) SendTo(w io.Writer, n int64) (int64, error) {
 	var sent int64
 	for sent < n && r.off < r.size {
-		var avail int64
-		err := r.f.wait(r.ctx, func() bool {
-			avail = r.readable()
-			return avail > r.off || r.f.done
-		})
+		avail, err := r.available()
 		if err != nil {
 			return sent, err
-		}
-		r.f.mu.Lock()
-		ferr, verified := r.f.err, r.f.verified
-		r.f.mu.Unlock()
-		if ferr != nil && !verified {
-			return sent, fmt.Errorf("fill of %s failed: %w", r.f.digest, ferr)
-		}
-		if avail <= r.off {
-			return sent, io.ErrUnexpectedEOF
 		}
 		if _, err := r.file.Seek(r.off, io.SeekStart); err != nil {
 			return sent, err

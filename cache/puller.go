@@ -406,20 +406,14 @@ func (p *Puller) StatBlob(ctx context.Context, repo, digest string) (int64, erro
 	if !ruled {
 		return 0, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
 	}
-	hctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
-	defer cancel()
-	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("blobs", digest), nil)
-	if errors.Is(err, errNotFound) {
-		return 0, fmt.Errorf("%w: %s@%s (upstream %s/%s has no such blob)", ErrBlobUnknown, repo, digest, up.host, up.path)
-	}
+	size, err := p.headBlob(ctx, up, digest)
 	if err != nil {
-		return 0, fmt.Errorf("stat blob %s@%s on %s/%s: %w", repo, digest, up.host, up.path, err)
+		return 0, p.blobError(repo, digest, up, err)
 	}
-	resp.Body.Close()
-	if resp.ContentLength < 0 {
+	if size < 0 {
 		return 0, fmt.Errorf("%w: upstream %s/%s gave no size for %s", ErrUnavailable, up.host, up.path, digest)
 	}
-	return resp.ContentLength, nil
+	return size, nil
 }
 
 // Tags lists the tags of repo: the upstream's (when a rule covers repo and
