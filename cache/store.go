@@ -66,8 +66,9 @@ type Store struct {
 }
 
 // NewStore loads the rules persisted in records on top of the config rules.
-// A config rule that is invalid or conflicts with another config rule is an
-// error; a persisted rule that conflicts with a config rule is skipped and
+// A config rule that is invalid, conflicts with another config rule, or
+// names a credential set that does not exist or is for another login
+// server is an error; a persisted rule that conflicts with a config rule is skipped and
 // logged, so that the server still starts.
 func NewStore(ctx context.Context, records Records, creds Credentials, config []Rule, log *slog.Logger) (*Store, error) {
 	config = append([]Rule(nil), config...)
@@ -77,6 +78,12 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 	rs, err := NewRuleSet(config)
 	if err != nil {
 		return nil, fmt.Errorf("config file: %w", err)
+	}
+	s := &Store{records: records, creds: creds}
+	for _, r := range rs.Rules() {
+		if err := s.checkCredentialSet(ctx, r); err != nil {
+			return nil, fmt.Errorf("config file: rule %q: %w", r.Name, err)
+		}
 	}
 	stored, err := records.Records(ctx, recordKind)
 	if err != nil {
@@ -109,7 +116,6 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 		}
 		rules = append(rules, r)
 	}
-	s := &Store{records: records, creds: creds}
 	s.current.Store(buildRuleSet(rules))
 	return s, nil
 }
@@ -207,19 +213,26 @@ func (s *Store) validate(ctx context.Context, r Rule) (Rule, error) {
 	if err != nil {
 		return Rule{}, err
 	}
-	if n.CredentialSet != "" {
-		server, ok, err := s.creds.LoginServer(ctx, n.CredentialSet)
-		if err != nil {
-			return Rule{}, fmt.Errorf("look up credential set %q: %w", n.CredentialSet, err)
-		}
-		if !ok {
-			return Rule{}, &FieldError{"credentialSetName", n.CredentialSet, "no credential set with this name exists; create it first (regcache credential-set create) or omit it for anonymous pulls"}
-		}
-		if host, _, _ := strings.Cut(n.Source, "/"); CanonicalHost(server) != host {
-			return Rule{}, &FieldError{"credentialSetName", n.CredentialSet, fmt.Sprintf("the set is for login server %s but the rule's source is on %s; use a set for %s", server, host, host)}
-		}
+	return n, s.checkCredentialSet(ctx, n)
+}
+
+// checkCredentialSet checks that the normalised rule n names an existing
+// credential set (if any) for the login server of its source.
+func (s *Store) checkCredentialSet(ctx context.Context, n Rule) error {
+	if n.CredentialSet == "" {
+		return nil
 	}
-	return n, nil
+	server, ok, err := s.creds.LoginServer(ctx, n.CredentialSet)
+	if err != nil {
+		return fmt.Errorf("look up credential set %q: %w", n.CredentialSet, err)
+	}
+	if !ok {
+		return &FieldError{"credentialSetName", n.CredentialSet, "no credential set with this name exists; create it first (regcache credential-set create, or credentialSets in the config file) or omit it for anonymous pulls"}
+	}
+	if host, _, _ := strings.Cut(n.Source, "/"); CanonicalHost(server) != host {
+		return &FieldError{"credentialSetName", n.CredentialSet, fmt.Sprintf("the set is for login server %s but the rule's source is on %s; use a set for %s", server, host, host)}
+	}
+	return nil
 }
 
 // commit persists n, which has been checked against the other rules, and

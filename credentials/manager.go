@@ -202,6 +202,11 @@ func NewManager(ctx context.Context, opts Options) (*Manager, error) {
 		sets[e.set.Name] = e
 	}
 	m.sets.Store(&sets)
+	vault := "none"
+	if opts.Vault != nil {
+		vault = opts.Vault.Address()
+	}
+	opts.Log.Info("credential sets loaded", "sets", len(sets), "vault", vault, "cacheTTL", opts.CacheTTL, "healthInterval", opts.HealthInterval)
 	return m, nil
 }
 

@@ -192,7 +192,7 @@ func TestConfigRulesNeedTheirSets(t *testing.T) {
 		want string
 	}{
 		{cache.Rule{Name: "hub-rule", Source: "docker.io/library/*", Target: "hub/*", CredentialSet: "hub-cfg"}, ""},
-		{cache.Rule{Name: "hub-rule", Source: "docker.io/library/*", Target: "hub/*", CredentialSet: "missing-set"}, `credential set "missing-set" does not exist`},
+		{cache.Rule{Name: "hub-rule", Source: "docker.io/library/*", Target: "hub/*", CredentialSet: "missing-set"}, `rule "hub-rule": invalid credentialSetName "missing-set": no credential set with this name exists`},
 		{cache.Rule{Name: "ghcr-rule", Source: "ghcr.io/org/*", Target: "ghcr/*", CredentialSet: "hub-cfg"}, "is for login server docker.io but the rule's source is on ghcr.io"},
 	}
 	for _, tc := range tests {
@@ -201,9 +201,9 @@ func TestConfigRulesNeedTheirSets(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := Config{CredentialSets: []credentials.Set{hub}, Rules: []cache.Rule{tc.rule}}
-		_, stop, err := startCredentials(t.Context(), cfg, meta, endpoints, nil, logger)
-		if stop != nil {
-			stop()
+		creds, err := newCredentials(t.Context(), cfg, meta, endpoints, nil, logger)
+		if err == nil {
+			_, err = cache.NewStore(t.Context(), meta, creds, cfg.Rules, logger)
 		}
 		meta.Close()
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {

@@ -45,29 +45,21 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Credential sets come first: rules (also those of the config file)
 	// refer to them. Deleting a set asks the rules whether they use it.
 	var rules *cache.Store
-	creds, stopCreds, err := startCredentials(ctx, cfg, meta, endpoints, func(set string) []string { return rulesUsing(rules, set) }, log)
+	creds, err := newCredentials(ctx, cfg, meta, endpoints, func(set string) []string { return rulesUsing(rules, set) }, log)
 	if err != nil {
 		return err
 	}
-	defer stopCreds()
 	rules, err = cache.NewStore(ctx, meta, creds, cfg.Rules, log)
 	if err != nil {
 		return err
 	}
+	// Health checks and Vault token renewal run until the server stopped.
+	defer background(ctx, creds.Run)()
 	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry})
 	defer puller.Close() // before meta closes: fills link what they commit
 	// Access times are flushed periodically and once more after the last
 	// request finished.
-	flushCtx, stopFlusher := context.WithCancel(context.WithoutCancel(ctx))
-	flushed := make(chan struct{})
-	go func() {
-		puller.RunAccessFlusher(flushCtx, 30*time.Second)
-		close(flushed)
-	}()
-	defer func() {
-		stopFlusher()
-		<-flushed
-	}()
+	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
 	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds})
 	if err != nil {
 		return err
@@ -93,6 +85,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// background runs loop in a goroutine with a context that outlives ctx's
+// cancellation (so the loop can finish what shutdown leaves); the returned
+// stop cancels it and waits for loop to return.
+func background(ctx context.Context, loop func(context.Context)) (stop func()) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		loop(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // adminToken reads the configured token file or, when none is configured,
