@@ -66,7 +66,7 @@ func (e *ConflictError) Error() string {
 }
 
 var (
-	ruleNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{5,50}$`)
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9-]{5,50}$`)
 	// Repository name grammar of the OCI distribution spec.
 	repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
 	// Registry host, optionally with a port.
@@ -76,6 +76,13 @@ var (
 
 // ValidRepository reports whether name follows the OCI repository grammar.
 func ValidRepository(name string) bool { return len(name) <= 255 && repoRE.MatchString(name) }
+
+// NameRule says which names ValidName accepts, for error messages.
+const NameRule = "must be 5-50 characters, each a letter, digit or '-'"
+
+// ValidName reports whether name is a valid name for a cache rule or a
+// credential set (the managed services' rule).
+func ValidName(name string) bool { return nameRE.MatchString(name) }
 
 // ValidHost reports whether h is a registry host[:port].
 func ValidHost(h string) bool { return hostRE.MatchString(h) }
@@ -116,8 +123,8 @@ func isHost(seg string) bool {
 // become docker.io, one-segment Docker Hub paths get "library/", and the
 // origin is left as given.
 func Normalize(r Rule) (Rule, error) {
-	if !ruleNameRE.MatchString(r.Name) {
-		return r, &FieldError{"name", r.Name, "must be 5-50 characters, each a letter, digit or '-'"}
+	if !ValidName(r.Name) {
+		return r, &FieldError{"name", r.Name, NameRule}
 	}
 	src, err := normaliseSource(r.Source)
 	if err != nil {

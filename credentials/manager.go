@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -51,8 +50,6 @@ const (
 )
 
 const recordKind = "credential-sets"
-
-var setNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{5,50}$`)
 
 // Status is the health of a set.
 type Status struct {
@@ -222,8 +219,8 @@ func (r vaultResolver) Resolve(ctx context.Context, ref Ref) (string, error) {
 
 // newEntry validates s and returns it in canonical form.
 func newEntry(s Set, origin string) (*entry, error) {
-	if !setNameRE.MatchString(s.Name) {
-		return nil, &cache.FieldError{Field: "name", Value: s.Name, Reason: "must be 5-50 characters, each a letter, digit or '-'"}
+	if !cache.ValidName(s.Name) {
+		return nil, &cache.FieldError{Field: "name", Value: s.Name, Reason: cache.NameRule}
 	}
 	switch {
 	case s.LoginServer == "":
@@ -247,6 +244,15 @@ func newEntry(s Set, origin string) (*entry, error) {
 		status: Status{State: StateUnknown, Reason: "not checked yet"},
 	}
 	return e, nil
+}
+
+// drop forgets the cached values, so that the next use resolves the
+// references again.
+func (e *entry) drop() {
+	e.mu.Lock()
+	e.values = nil
+	e.gen++
+	e.mu.Unlock()
 }
 
 // view returns the set with its current status.
@@ -340,10 +346,7 @@ func (m *Manager) resolve(ctx context.Context, e *entry, gen uint64, kick bool) 
 		pass, err = m.resolveRef(ctx, e.pass)
 	}
 	if err != nil {
-		e.mu.Lock()
-		e.values = nil // the backend is the truth: a broken secret stops the set
-		e.gen++
-		e.mu.Unlock()
+		e.drop() // the backend is the truth: a broken secret stops the set
 		m.setStatus(e, StateUnhealthy, err.Error())
 		return nil, err
 	}
@@ -376,10 +379,7 @@ func (m *Manager) Refused(set, host string, final bool) {
 	if !ok {
 		return
 	}
-	e.mu.Lock()
-	e.values = nil
-	e.gen++
-	e.mu.Unlock()
+	e.drop()
 	if final {
 		m.setStatus(e, StateUnhealthy, fmt.Sprintf("upstream %s rejected the credentials", host))
 	} else {
@@ -417,10 +417,7 @@ func (m *Manager) check(ctx context.Context, e *entry) Status {
 	err = cache.VerifyCredentials(ctx, m.opts.Endpoints, m.opts.Transport, e.set.LoginServer, v.auth)
 	switch {
 	case errors.Is(err, cache.ErrUnauthorized), errors.Is(err, cache.ErrDenied):
-		e.mu.Lock()
-		e.values = nil
-		e.gen++
-		e.mu.Unlock()
+		e.drop()
 		return m.setStatus(e, StateUnhealthy, fmt.Sprintf("upstream %s rejected the credentials", e.set.LoginServer))
 	case err != nil:
 		return m.setStatus(e, StateHealthy, fmt.Sprintf("secrets resolved; upstream %s could not be reached to verify them: %v", e.set.LoginServer, err))
