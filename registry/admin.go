@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/credentials"
 )
 
 // Admin API, JSON over HTTP, guarded by the admin token:
@@ -61,25 +62,43 @@ func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.Ha
 	})
 }
 
+// adminErrors maps the sentinels of the admin API to a code and status,
+// like ociErrors does for the distribution API; the first match wins.
+var adminErrors = []struct {
+	sentinel error
+	code     string
+	status   int
+}{
+	{cache.ErrRuleNotFound, "NOT_FOUND", http.StatusNotFound},
+	{credentials.ErrSetNotFound, "NOT_FOUND", http.StatusNotFound},
+	{errNotFound, "NOT_FOUND", http.StatusNotFound},
+	{credentials.ErrNoVaultSecrets, "NO_VAULT_SECRETS", http.StatusNotFound},
+	{credentials.ErrExists, "CONFLICT", http.StatusConflict},
+	{cache.ErrReadOnly, "READ_ONLY", http.StatusConflict},
+	{credentials.ErrReadOnly, "READ_ONLY", http.StatusConflict},
+	{cache.ErrTooManyRules, "LIMIT_REACHED", http.StatusConflict},
+	{errBadRequest, "BAD_REQUEST", http.StatusBadRequest},
+}
+
+// adminError returns the status and body of a failed admin request: errors
+// carrying details (a field, a conflicting rule, the rules using a set)
+// first, then the sentinel table; anything else is INTERNAL.
 func adminError(err error) (int, AdminError) {
-	if status, body, ok := credentialSetError(err); ok {
-		return status, body
-	}
 	var fe *cache.FieldError
 	var ce *cache.ConflictError
+	var iu *credentials.InUseError
 	switch {
 	case errors.As(err, &fe):
 		return http.StatusBadRequest, AdminError{Code: "INVALID_FIELD", Message: err.Error(), Field: fe.Field, Value: fe.Value}
 	case errors.As(err, &ce):
 		return http.StatusConflict, AdminError{Code: "CONFLICT", Message: err.Error(), Rule: ce.Rule}
-	case errors.Is(err, cache.ErrRuleNotFound), errors.Is(err, errNotFound):
-		return http.StatusNotFound, AdminError{Code: "NOT_FOUND", Message: err.Error()}
-	case errors.Is(err, cache.ErrReadOnly):
-		return http.StatusConflict, AdminError{Code: "READ_ONLY", Message: err.Error()}
-	case errors.Is(err, cache.ErrTooManyRules):
-		return http.StatusConflict, AdminError{Code: "LIMIT_REACHED", Message: err.Error()}
-	case errors.Is(err, errBadRequest):
-		return http.StatusBadRequest, AdminError{Code: "BAD_REQUEST", Message: err.Error()}
+	case errors.As(err, &iu):
+		return http.StatusConflict, AdminError{Code: "IN_USE", Message: err.Error(), Rules: iu.Rules}
+	}
+	for _, e := range adminErrors {
+		if errors.Is(err, e.sentinel) {
+			return e.status, AdminError{Code: e.code, Message: err.Error()}
+		}
 	}
 	return http.StatusInternalServerError, AdminError{Code: "INTERNAL", Message: err.Error()}
 }

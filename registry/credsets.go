@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -40,25 +39,6 @@ func (s *server) credentialSetRoutes(mux *http.ServeMux) {
 	mux.Handle("DELETE /admin/v1/credential-sets/{name}", s.admin(s.deleteCredentialSet))
 	mux.Handle("GET /admin/v1/credential-sets/{name}/policy", s.admin(s.credentialSetPolicy))
 	mux.Handle("GET /admin/v1/credential-sets-policy", s.admin(s.credentialSetPolicy))
-}
-
-// credentialSetError maps the errors of package credentials; ok is false
-// for others.
-func credentialSetError(err error) (int, AdminError, bool) {
-	var iu *credentials.InUseError
-	switch {
-	case errors.As(err, &iu):
-		return http.StatusConflict, AdminError{Code: "IN_USE", Message: err.Error(), Rules: iu.Rules}, true
-	case errors.Is(err, credentials.ErrSetNotFound):
-		return http.StatusNotFound, AdminError{Code: "NOT_FOUND", Message: err.Error()}, true
-	case errors.Is(err, credentials.ErrNoVaultSecrets):
-		return http.StatusNotFound, AdminError{Code: "NO_VAULT_SECRETS", Message: err.Error()}, true
-	case errors.Is(err, credentials.ErrExists):
-		return http.StatusConflict, AdminError{Code: "CONFLICT", Message: err.Error()}, true
-	case errors.Is(err, credentials.ErrReadOnly):
-		return http.StatusConflict, AdminError{Code: "READ_ONLY", Message: err.Error()}, true
-	}
-	return 0, AdminError{}, false
 }
 
 func (s *server) listCredentialSets(w http.ResponseWriter, r *http.Request) error {
