@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // Bucket layout:
@@ -50,7 +51,7 @@ type Meta struct {
 // after a short wait when another process holds the database.
 func OpenMeta(path string) (*Meta, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open metadata %s: locked by another process (is another regcache using this data directory?)", path)
 	}
 	if err != nil {
