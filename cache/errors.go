@@ -5,6 +5,9 @@ import "errors"
 // Sentinel errors of the cache package; the registry package maps each to
 // an OCI error code. Test with errors.Is.
 var (
+	// ErrNameInvalid: a repository name, or the registry host of
+	// containerd's ns parameter, does not follow its grammar.
+	ErrNameInvalid = errors.New("invalid repository name")
 	// ErrNameUnknown: no rule covers the repository and nothing is stored for it.
 	ErrNameUnknown = errors.New("repository name not known to registry")
 	// ErrManifestUnknown: the manifest is neither stored nor on the upstream.

@@ -184,9 +184,19 @@ func (p *Puller) match(repo string) (upstreamRepo, bool) {
 //   - else, with a default registry, the rule whose source covers
 //     <default>/<name> (Docker's registry-mirrors);
 //   - else name itself: a local repository.
+//
+// ns is a registry host and nothing else (containerd sends ns=docker.io);
+// a path, a port-less IPv6 literal without brackets or anything else is
+// refused, and so is a routed name outside the repository grammar.
 func (p *Puller) Route(ctx context.Context, name, ns string) (string, error) {
+	if !ValidRepository(name) {
+		return "", fmt.Errorf("%w: %q", ErrNameInvalid, name)
+	}
 	rs := p.rules.Snapshot()
 	if ns != "" {
+		if !ValidHost(ns) {
+			return "", fmt.Errorf("%w: ns=%q must be a registry host such as docker.io or registry.example.com:5000", ErrNameInvalid, ns)
+		}
 		if _, local, ok := rs.MatchSource(ns + "/" + name); ok {
 			return local, nil
 		}

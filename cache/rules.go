@@ -324,7 +324,16 @@ func (rs *RuleSet) Check(candidate Rule, replacing string) error {
 // Match resolves a local repository name to the rule that caches it: a
 // static rule with that exact target, else the wildcard rule with the
 // longest target prefix.
+//
+// Both names, the local one and the upstream one, must follow the OCI
+// repository grammar: a name with empty, "." or ".." segments never
+// matches, so that no request reaches an upstream repository outside the
+// rule's source (docker.io/library/../private/x is not under
+// docker.io/library/).
 func (rs *RuleSet) Match(repo string) (Match, bool) {
+	if !ValidRepository(repo) {
+		return Match{}, false
+	}
 	if r, ok := rs.static[repo]; ok {
 		host, path, _ := strings.Cut(r.Source, "/")
 		return Match{Rule: r, Host: host, Upstream: path}, true
@@ -333,7 +342,11 @@ func (rs *RuleSet) Match(repo string) (Match, bool) {
 		p := prefix(r.Target)
 		if rest, ok := strings.CutPrefix(repo, p); ok && rest != "" {
 			host, path, _ := strings.Cut(prefix(r.Source)+rest, "/")
-			return Match{Rule: r, Host: host, Upstream: hubPath(host, path)}, true
+			path = hubPath(host, path)
+			if !ValidRepository(path) {
+				return Match{}, false
+			}
+			return Match{Rule: r, Host: host, Upstream: path}, true
 		}
 	}
 	return Match{}, false
@@ -343,13 +356,19 @@ func (rs *RuleSet) Match(repo string) (Match, bool) {
 // Docker Hub aliases and one-segment paths are normalised) to the rule whose
 // source covers it and the local repository it maps to: a static rule with
 // that exact source, else the wildcard rule with the longest source prefix.
+//
+// The upstream path and the local name must both follow the repository
+// grammar (see Match).
 func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
 	host, path, ok := strings.Cut(source, "/")
-	if !ok {
+	if !ok || !ValidHost(host) {
 		return Match{}, "", false
 	}
 	host = CanonicalHost(host)
 	path = hubPath(host, path)
+	if !ValidRepository(path) {
+		return Match{}, "", false
+	}
 	full := host + "/" + path
 	for _, r := range rs.bySource {
 		if !r.Wildcard() {
@@ -359,7 +378,11 @@ func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
 			continue
 		}
 		if rest, ok := strings.CutPrefix(full, prefix(r.Source)); ok && rest != "" {
-			return Match{Rule: r, Host: host, Upstream: path}, prefix(r.Target) + rest, true
+			local := prefix(r.Target) + rest
+			if !ValidRepository(local) {
+				return Match{}, "", false
+			}
+			return Match{Rule: r, Host: host, Upstream: path}, local, true
 		}
 	}
 	return Match{}, "", false

@@ -44,6 +44,34 @@ func (u upstreamRepo) url(kind, ref string) string {
 	return u.endpoint.String() + "/v2/" + u.path + "/" + kind + "/" + ref
 }
 
+// maxRedirects bounds the redirects of one upstream request.
+const maxRedirects = 5
+
+// checkRedirect is the redirect policy of upstream requests. A redirect on
+// the upstream's own host is followed only to a manifest or blob of the
+// same repository: the client authenticates to that host with the rule's
+// credentials, which must never reach another repository. A redirect to
+// another host (a blob download host such as a CDN or an object store) is
+// followed; the authenticating transport sends credentials only to the
+// upstream's host. A redirect from https to plain http is refused.
+func (u upstreamRepo) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= maxRedirects {
+		return fmt.Errorf("upstream %s: stopped after %d redirects", u.host, len(via))
+	}
+	if req.URL.Scheme != "https" && (via[0].URL.Scheme == "https" || req.URL.Scheme != "http") {
+		return fmt.Errorf("upstream %s: refused a redirect from %s to %s", u.host, via[0].URL.Scheme, redact(req.URL.String()))
+	}
+	if !strings.EqualFold(req.URL.Host, u.endpoint.Host) {
+		return nil
+	}
+	rest, ok := strings.CutPrefix(req.URL.EscapedPath(), "/v2/"+u.path+"/")
+	kind, ref, _ := strings.Cut(rest, "/")
+	if !ok || (kind != "blobs" && kind != "manifests") || ref == "" || strings.ContainsAny(ref, "/%") || ref == "." || ref == ".." {
+		return fmt.Errorf("upstream %s: refused a redirect from repository %s to %s", u.host, u.path, redact(req.URL.Path))
+	}
+	return nil
+}
+
 // clients caches one authenticated http.Client per upstream repository,
 // so the bearer-token handshake happens once, not per request.
 type clients struct {
@@ -91,7 +119,7 @@ func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error
 	if err != nil {
 		return nil, classify(fmt.Errorf("authenticate to %s for %s: %w", u.endpoint, u.path, err), 0, err)
 	}
-	c := &http.Client{Transport: rt}
+	c := &http.Client{Transport: rt, CheckRedirect: u.checkRedirect}
 	cs.mu.Lock()
 	cs.m[k] = cachedClient{c: c, created: time.Now(), auth: auth}
 	cs.mu.Unlock()

@@ -12,7 +12,6 @@ import (
 
 // Errors found while parsing a request; they map to OCI codes below.
 var (
-	errNameInvalid   = errors.New("invalid repository name")
 	errTagInvalid    = errors.New("invalid tag")
 	errDigestInvalid = errors.New("invalid digest")
 	errUnsupported   = errors.New("the operation is unsupported")
@@ -31,7 +30,7 @@ type ociError struct {
 // (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes).
 // The first row whose sentinel matches (errors.Is) wins.
 var ociErrors = []ociError{
-	{errNameInvalid, "NAME_INVALID", http.StatusBadRequest},
+	{cache.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest},
 	{errTagInvalid, "TAG_INVALID", http.StatusBadRequest},
 	{errDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest},
 	{storage.ErrInvalidDigest, "DIGEST_INVALID", http.StatusBadRequest},

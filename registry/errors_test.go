@@ -23,7 +23,7 @@ func TestCodeOf(t *testing.T) {
 		wantCode   string
 		wantStatus int
 	}{
-		{"name invalid", errNameInvalid, "NAME_INVALID", http.StatusBadRequest},
+		{"name invalid", cache.ErrNameInvalid, "NAME_INVALID", http.StatusBadRequest},
 		{"tag invalid", errTagInvalid, "TAG_INVALID", http.StatusBadRequest},
 		{"digest invalid", errDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest},
 		{"storage invalid digest", storage.ErrInvalidDigest, "DIGEST_INVALID", http.StatusBadRequest},

@@ -66,7 +66,7 @@ func parsePath(p string) (ociPath, error) {
 		return ociPath{}, fmt.Errorf("%w: %s", errNotFound, p)
 	}
 	if !cache.ValidRepository(out.name) {
-		return out, fmt.Errorf("%w: %q must be lowercase letters and digits separated by '.', '_', '__', '-' or '/'", errNameInvalid, out.name)
+		return out, fmt.Errorf("%w: %q must be lowercase letters and digits separated by '.', '_', '__', '-' or '/'", cache.ErrNameInvalid, out.name)
 	}
 	switch out.kind {
 	case kindManifest:

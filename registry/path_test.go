@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/regcache/regcache/cache"
 )
 
 func TestParsePath(t *testing.T) {
@@ -45,12 +47,12 @@ func TestParsePath(t *testing.T) {
 
 		{name: "referrers", path: "/v2/a/referrers/" + digest, want: ociPath{kind: kindReferrer, name: "a", ref: digest}},
 
-		{name: "uppercase name", path: "/v2/Ubuntu/manifests/latest", wantErr: errNameInvalid},
-		{name: "trailing slash in name", path: "/v2/ubuntu//manifests/latest", wantErr: errNameInvalid},
-		{name: "double slash in name", path: "/v2/a//b/manifests/latest", wantErr: errNameInvalid},
-		{name: "leading separator in name", path: "/v2/-a/tags/list", wantErr: errNameInvalid},
-		{name: "uppercase name on blob", path: "/v2/A/blobs/" + digest, wantErr: errNameInvalid},
-		{name: "empty name on tags", path: "/v2//tags/list", wantErr: errNameInvalid},
+		{name: "uppercase name", path: "/v2/Ubuntu/manifests/latest", wantErr: cache.ErrNameInvalid},
+		{name: "trailing slash in name", path: "/v2/ubuntu//manifests/latest", wantErr: cache.ErrNameInvalid},
+		{name: "double slash in name", path: "/v2/a//b/manifests/latest", wantErr: cache.ErrNameInvalid},
+		{name: "leading separator in name", path: "/v2/-a/tags/list", wantErr: cache.ErrNameInvalid},
+		{name: "uppercase name on blob", path: "/v2/A/blobs/" + digest, wantErr: cache.ErrNameInvalid},
+		{name: "empty name on tags", path: "/v2//tags/list", wantErr: cache.ErrNameInvalid},
 
 		{name: "tag of 129 characters", path: "/v2/a/manifests/" + tag129, wantErr: errTagInvalid},
 		{name: "tag with leading dot", path: "/v2/a/manifests/.hidden", wantErr: errTagInvalid},

@@ -76,6 +76,7 @@ type stack struct {
 	url   string
 	store *cache.Store
 	blobs *storage.Blobs
+	meta  *storage.Meta
 }
 
 func newStack(t *testing.T, sc stackConfig) *stack {
@@ -117,7 +118,7 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close) // runs before meta.Close
-	return &stack{url: srv.URL, store: store, blobs: blobs}
+	return &stack{url: srv.URL, store: store, blobs: blobs, meta: meta}
 }
 
 // pushImage writes img to the upstream as repo:tag.
