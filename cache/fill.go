@@ -129,6 +129,20 @@ func (f *fill) wait(ctx context.Context, cond func() bool) error {
 	}
 }
 
+// verifiedBytes waits until every byte of the fill verified, or the fill
+// failed (its error), or ctx ended.
+func (f *fill) verifiedBytes(ctx context.Context) error {
+	if err := f.wait(ctx, func() bool { return f.verified || f.done }); err != nil {
+		return err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.verified {
+		return f.err
+	}
+	return nil
+}
+
 // result waits for the end of the fill and returns its error.
 func (f *fill) result(ctx context.Context) error {
 	if err := f.wait(ctx, func() bool { return f.done }); err != nil {
@@ -165,7 +179,10 @@ func (f *fill) reader(ctx context.Context) (r *fillReader, ok bool, err error) {
 }
 
 // fillReader reads a blob while it is filled; it implements
-// io.ReadSeekCloser for http.ServeContent (Range requests included).
+// io.ReadSeekCloser for http.ServeContent. A whole-body read is safe
+// before the digest verified because the last byte is held back; a read of
+// part of the blob is not (no held-back byte protects it), so partial
+// responses wait for Content.Verified first.
 type fillReader struct {
 	f    *fill
 	file *os.File // the temporary file; stays valid across the rename

@@ -185,8 +185,8 @@ func TestClientDisconnectMidFill(t *testing.T) {
 }
 
 // TestRangeDuringFillAndOnHit serves Range requests through
-// http.ServeContent, as the registry does, while the blob is being filled
-// and after it was committed.
+// http.ServeContent after Content.Verified, as the registry does, while the
+// blob is being filled and after it was committed.
 func TestRangeDuringFillAndOnHit(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, Anonymous{}, hubRule)
@@ -212,6 +212,10 @@ func TestRangeDuringFillAndOnHit(t *testing.T) {
 		defer c.Body.Close()
 		if _, inFill := c.Body.(*fillReader); inFill != duringFill {
 			t.Errorf("%s: body follows a fill: %v, want %v", rng, inFill, duringFill)
+		}
+		// A partial response is served from verified bytes only.
+		if err := c.Verified(t.Context()); err != nil {
+			t.Error(err)
 		}
 		req := httptest.NewRequestWithContext(t.Context(), http.MethodGet, "/", nil)
 		req.Header.Set("Range", rng)

@@ -55,6 +55,19 @@ type Content struct {
 	MediaType string
 }
 
+// Verified waits until every byte of c verified against its digest: at
+// once for stored content, at the end of the fill for a blob being filled
+// (it returns the fill's error if the bytes turn out wrong). A whole-body
+// read needs no wait, as the last byte is held back until the digest
+// verified; a partial read (a Range request) must wait, or it could hand
+// out bytes that fail verification.
+func (c Content) Verified(ctx context.Context) error {
+	if r, ok := c.Body.(*fillReader); ok {
+		return r.f.verifiedBytes(ctx)
+	}
+	return nil
+}
+
 // Options tune the puller; zero values take the defaults.
 type Options struct {
 	// ManifestTimeout bounds one upstream manifest or HEAD request (default 30s).

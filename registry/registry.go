@@ -6,6 +6,7 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -131,19 +132,17 @@ func (s *server) manifest(w http.ResponseWriter, r *http.Request, p ociPath) err
 
 // blob serves GET and HEAD of a blob, with Range.
 // https://github.com/opencontainers/distribution-spec/blob/main/spec.md#pulling-blobs
+//
+// A HEAD (with or without Range) asks only for the size: it never starts a
+// download. A Range request is answered from verified bytes only: on a
+// blob still filling it waits for the digest to verify.
 func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
-	if r.Method == http.MethodHead && r.Header.Get("Range") == "" {
+	if r.Method == http.MethodHead {
 		size, err := s.Backend.StatBlob(r.Context(), p.name, p.ref)
 		if err != nil {
 			return err
 		}
-		h := w.Header()
-		h.Set("Content-Type", "application/octet-stream")
-		h.Set("Docker-Content-Digest", p.ref)
-		h.Set("ETag", `"`+p.ref+`"`)
-		h.Set("Accept-Ranges", "bytes")
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
-		w.WriteHeader(http.StatusOK)
+		serve(w, r, cache.Content{Body: &sizeOnly{size: size}, Size: size, Digest: p.ref}, "application/octet-stream")
 		return nil
 	}
 	c, err := s.Backend.Blob(r.Context(), p.name, p.ref)
@@ -151,8 +150,34 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
 		return err
 	}
 	defer c.Body.Close()
+	if r.Header.Get("Range") != "" {
+		if err := c.Verified(r.Context()); err != nil {
+			return err
+		}
+	}
 	serve(w, r, c, "application/octet-stream")
 	return nil
+}
+
+// sizeOnly is the body of a HEAD answer: http.ServeContent learns the size
+// by seeking (for Content-Length, Range and 416) and never reads it.
+type sizeOnly struct {
+	size int64
+	off  int64
+}
+
+func (b *sizeOnly) Read([]byte) (int, error) { return 0, errors.New("HEAD answers have no body") }
+func (b *sizeOnly) Close() error             { return nil }
+
+func (b *sizeOnly) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekCurrent:
+		offset += b.off
+	case io.SeekEnd:
+		offset += b.size
+	}
+	b.off = offset
+	return offset, nil
 }
 
 // serve writes content with http.ServeContent, which handles HEAD, Range
