@@ -48,6 +48,9 @@ type Config struct {
 	Log        *slog.Logger
 	// CredentialSets serves /admin/v1/credential-sets (optional; see credsets.go).
 	CredentialSets CredentialSets
+	// Limits: the handler applies WriteIdleTimeout and ReadIdleTimeout
+	// (zero: the defaults); NewServer and Listen apply the others.
+	Limits Limits
 }
 
 type server struct {
@@ -63,6 +66,7 @@ func New(cfg Config) (http.Handler, error) {
 		return nil, fmt.Errorf("registry: backend, rules and logger are required")
 	}
 	s := &server{Config: cfg}
+	s.Limits = s.Limits.WithDefaults(0)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v2/", s.oci)
 	mux.HandleFunc("/v2", s.oci)
@@ -238,11 +242,23 @@ func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath, request
 	}{requested, tags})
 }
 
-// statusWriter records the status and byte count for the access log.
+// statusWriter records the status and byte count for the access log, and
+// pushes the connection's write deadline back before every write: a
+// response is cut only when the client stops reading it for the write
+// idle timeout, never because it is long.
 type statusWriter struct {
 	http.ResponseWriter
 	status int
 	bytes  int64
+	conn   deadlines // nil when the writer has no deadlines
+	idle   time.Duration
+}
+
+// touch pushes the write deadline back by the idle timeout.
+func (w *statusWriter) touch() {
+	if w.conn != nil {
+		w.conn.SetWriteDeadline(time.Now().Add(w.idle))
+	}
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -256,9 +272,27 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.touch()
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
 	return n, err
+}
+
+// touchWriter is the underlying writer with the deadline pushed back
+// before each write; its ReadFrom keeps net/http's sendfile path.
+type touchWriter struct{ w *statusWriter }
+
+func (t touchWriter) Write(b []byte) (int, error) {
+	t.w.touch()
+	return t.w.ResponseWriter.Write(b)
+}
+
+func (t touchWriter) ReadFrom(r io.Reader) (int64, error) {
+	t.w.touch()
+	if rf, ok := t.w.ResponseWriter.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{t}, r)
 }
 
 // sectionSender is a body that can send its next n bytes itself, as
@@ -271,23 +305,37 @@ type sectionSender interface {
 // ReadFrom keeps the sendfile path of the underlying writer: http.ServeContent
 // copies a body as an io.LimitedReader, which net/http sends with sendfile
 // when it wraps an *os.File, and which a sectionSender sends in sections.
+// It sends sendSection bytes at a time, pushing the write deadline back
+// between them.
 func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	var n int64
-	var err error
-	if lr, ok := r.(*io.LimitedReader); ok {
+	tw := touchWriter{w}
+	lr, ok := r.(*io.LimitedReader)
+	if !ok {
+		n, err := io.Copy(struct{ io.Writer }{tw}, r)
+		w.bytes += n
+		return n, err
+	}
+	var total int64
+	for lr.N > 0 {
+		k := min(lr.N, sendSection)
+		var n int64
+		var err error
 		if s, ok := lr.R.(sectionSender); ok {
-			n, err = s.SendTo(w.ResponseWriter, lr.N)
-			lr.N -= n
-			w.bytes += n
-			return n, err
+			n, err = s.SendTo(tw, k)
+		} else {
+			n, err = tw.ReadFrom(&io.LimitedReader{R: lr.R, N: k})
+		}
+		lr.N -= n
+		total += n
+		w.bytes += n
+		if err != nil || n < k {
+			return total, err
 		}
 	}
-	n, err = io.Copy(w.ResponseWriter, r)
-	w.bytes += n
-	return n, err
+	return total, nil
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
@@ -296,8 +344,16 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, idle: s.Limits.WriteIdleTimeout}
+		if conn, ok := w.(deadlines); ok {
+			sw.conn = conn
+			if r.Body != nil && r.Body != http.NoBody {
+				r.Body = &progressBody{ReadCloser: r.Body, conn: conn, idle: s.Limits.ReadIdleTimeout}
+			}
+		}
 		next.ServeHTTP(sw, r)
+		// net/http flushes what the handler left buffered after it returns.
+		sw.touch()
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}

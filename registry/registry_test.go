@@ -69,6 +69,7 @@ type stackConfig struct {
 	config    []cache.Rule      // rules of the config file (read-only)
 	rules     []cache.Rule      // rules created through the store
 	creds     cache.Credentials // default cache.Anonymous{}
+	limits    registry.Limits   // progress deadlines of the handler
 }
 
 // stack is regcache built as `regcache serve` builds it, served by httptest.
@@ -112,7 +113,7 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{})
 	t.Cleanup(puller.Close)
-	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger})
+	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits})
 	if err != nil {
 		t.Fatal(err)
 	}

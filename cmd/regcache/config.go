@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/credentials"
+	"github.com/regcache/regcache/registry"
 )
 
 // Config is every setting of `regcache serve`. Each field is set, in rising
@@ -60,6 +62,11 @@ type Config struct {
 	LogLevel string `yaml:"logLevel"`
 	// LogFormat is text or json (--log-format, REGCACHE_LOG_FORMAT).
 	LogFormat string `yaml:"logFormat"`
+	// Limits bound connections and the time a client may make no progress
+	// (maxConns: --max-conns, REGCACHE_MAX_CONNS; maxConnsPerAddress:
+	// --max-conns-per-address, REGCACHE_MAX_CONNS_PER_ADDRESS; the
+	// timeouts in the file only). Zero values take the defaults.
+	Limits registry.Limits `yaml:"limits"`
 }
 
 func defaultConfig() Config {
@@ -79,6 +86,8 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.Duration("credential-health-interval", 0, "period of credential set health checks (env REGCACHE_CREDENTIAL_HEALTH_INTERVAL; default 1m)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
+	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
+	fs.Int("max-conns-per-address", 0, fmt.Sprintf("cap on open connections from one IP address (env REGCACHE_MAX_CONNS_PER_ADDRESS; default %d; -1: none; raise it behind a load balancer)", registry.DefaultMaxConnsPerAddress))
 }
 
 // loadConfig builds the Config from defaults, the config file, the
@@ -123,6 +132,24 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 		}
 		if fs.Changed(d.flag) {
 			*d.dst, _ = fs.GetDuration(d.flag)
+		}
+	}
+	for _, n := range []struct {
+		dst       *int
+		flag, env string
+	}{
+		{&cfg.Limits.MaxConns, "max-conns", "REGCACHE_MAX_CONNS"},
+		{&cfg.Limits.MaxConnsPerAddress, "max-conns-per-address", "REGCACHE_MAX_CONNS_PER_ADDRESS"},
+	} {
+		if v := getenv(n.env); v != "" {
+			i, err := strconv.Atoi(v)
+			if err != nil {
+				return cfg, fmt.Errorf("%s=%q: want a number of connections, e.g. 1000 (-1: no cap)", n.env, v)
+			}
+			*n.dst = i
+		}
+		if fs.Changed(n.flag) {
+			*n.dst, _ = fs.GetInt(n.flag)
 		}
 	}
 	str(&cfg.LogLevel, "log-level", "REGCACHE_LOG_LEVEL")
@@ -175,6 +202,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("defaultRegistry %q: want a login server such as docker.io", c.DefaultRegistry)
 	}
 	if err := c.validateCredentials(); err != nil {
+		return err
+	}
+	if err := c.Limits.Validate(); err != nil {
 		return err
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {

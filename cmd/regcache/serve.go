@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -60,17 +58,20 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Access times are flushed periodically and once more after the last
 	// request finished.
 	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
-	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds})
+	openFiles := raiseOpenFilesLimit(log)
+	limits := cfg.Limits.WithDefaults(openFiles)
+	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds, Limits: limits})
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := registry.Listen(cfg.Listen, limits, log)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := registry.NewServer(handler, limits, log)
 	log.Info("regcache serving", "addr", ln.Addr().String(), "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
-		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry)
+		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry,
+		"openFiles", openFiles, "maxConns", limits.MaxConns, "maxConnsPerAddress", limits.MaxConnsPerAddress)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
