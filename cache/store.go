@@ -3,6 +3,7 @@ package cache
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -59,18 +60,26 @@ const recordKind = "cache-rules"
 // and those created through the admin API (persisted). Matching reads an
 // immutable snapshot, so requests never wait for an admin change.
 type Store struct {
-	mu      sync.Mutex // serialises changes
-	current atomic.Pointer[RuleSet]
-	records Records
-	creds   Credentials
+	mu        sync.Mutex // serialises changes
+	current   atomic.Pointer[RuleSet]
+	records   Records
+	creds     Credentials
+	upstreams *Endpoints // nil: any upstream
 }
+
+// StoreOption adjusts a Store.
+type StoreOption func(*Store)
+
+// AllowedUpstreams limits rule sources to the login servers e allows (see
+// Endpoints.Allowed).
+func AllowedUpstreams(e *Endpoints) StoreOption { return func(s *Store) { s.upstreams = e } }
 
 // NewStore loads the rules persisted in records on top of the config rules.
 // A config rule that is invalid, conflicts with another config rule, or
 // names a credential set that does not exist or is for another login
 // server is an error; a persisted rule that conflicts with a config rule is skipped and
 // logged, so that the server still starts.
-func NewStore(ctx context.Context, records Records, creds Credentials, config []Rule, log *slog.Logger) (*Store, error) {
+func NewStore(ctx context.Context, records Records, creds Credentials, config []Rule, log *slog.Logger, opts ...StoreOption) (*Store, error) {
 	config = append([]Rule(nil), config...)
 	for i := range config {
 		config[i].Origin = OriginConfig
@@ -80,7 +89,13 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 		return nil, fmt.Errorf("config file: %w", err)
 	}
 	s := &Store{records: records, creds: creds}
+	for _, o := range opts {
+		o(s)
+	}
 	for _, r := range rs.Rules() {
+		if err := s.checkUpstream(r); err != nil {
+			return nil, fmt.Errorf("config file: rule %q: %w", r.Name, err)
+		}
 		if err := s.checkCredentialSet(ctx, r); err != nil {
 			return nil, fmt.Errorf("config file: rule %q: %w", r.Name, err)
 		}
@@ -101,6 +116,9 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 		r.Origin = OriginAPI
 		if err == nil {
 			r, err = Normalize(r)
+		}
+		if err == nil {
+			err = s.checkUpstream(r)
 		}
 		for _, e := range rules {
 			if err == nil {
@@ -213,7 +231,27 @@ func (s *Store) validate(ctx context.Context, r Rule) (Rule, error) {
 	if err != nil {
 		return Rule{}, err
 	}
+	if err := s.checkUpstream(n); err != nil {
+		return Rule{}, err
+	}
 	return n, s.checkCredentialSet(ctx, n)
+}
+
+// checkUpstream checks that the source of the normalised rule n is on an
+// allowed login server.
+func (s *Store) checkUpstream(n Rule) error {
+	if s.upstreams == nil {
+		return nil
+	}
+	host, _, _ := strings.Cut(n.Source, "/")
+	if err := s.upstreams.Allowed("sourceRepository", host); err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			fe.Value = n.Source
+		}
+		return err
+	}
+	return nil
 }
 
 // checkCredentialSet checks that the normalised rule n names an existing

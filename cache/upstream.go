@@ -44,6 +44,44 @@ func (u upstreamRepo) url(kind, ref string) string {
 	return u.endpoint.String() + "/v2/" + u.path + "/" + kind + "/" + ref
 }
 
+// registryFor returns the go-containerregistry registry of an endpoint and
+// the transport to reach it with. go-containerregistry talks plain HTTP to
+// any loopback or private address (it pings http:// when https fails, then
+// sends every request and the token exchange, credentials included, over
+// http); regcache speaks http only to an endpoint the operator configured
+// as http://, so the transport refuses plain HTTP otherwise.
+func registryFor(endpoint *url.URL, loginServer string, base http.RoundTripper) (name.Registry, http.RoundTripper, error) {
+	var opts []name.Option
+	if endpoint.Scheme == "http" {
+		opts = append(opts, name.Insecure)
+	} else {
+		base = httpsOnly{next: base, loginServer: loginServer}
+	}
+	reg, err := name.NewRegistry(endpoint.Host, opts...)
+	if err != nil {
+		return name.Registry{}, nil, fmt.Errorf("upstream %s: %w", endpoint, err)
+	}
+	return reg, base, nil
+}
+
+// httpsOnly refuses plain-HTTP requests (a ping fallback, a token realm, a
+// redirect) to an upstream whose endpoint is https.
+type httpsOnly struct {
+	next        http.RoundTripper
+	loginServer string
+}
+
+func (h httpsOnly) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Scheme != "https" {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, fmt.Errorf("refused plain %s to %s: upstream %s is reached over https unless its endpoint is configured as http:// (--upstream %s=http://%s)",
+			req.URL.Scheme, req.URL.Host, h.loginServer, h.loginServer, req.URL.Host)
+	}
+	return h.next.RoundTrip(req)
+}
+
 // maxRedirects bounds the redirects of one upstream request.
 const maxRedirects = 5
 
@@ -107,15 +145,11 @@ func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error
 	if ok && cc.auth == auth && time.Since(cc.created) < cs.ttl {
 		return cc.c, nil
 	}
-	var opts []name.Option
-	if u.endpoint.Scheme == "http" {
-		opts = append(opts, name.Insecure)
-	}
-	reg, err := name.NewRegistry(u.endpoint.Host, opts...)
+	reg, base, err := registryFor(u.endpoint, u.host, cs.base)
 	if err != nil {
-		return nil, fmt.Errorf("upstream %s: %w", u.endpoint, err)
+		return nil, err
 	}
-	rt, err := transport.NewWithContext(ctx, reg, auth, cs.base, []string{"repository:" + u.path + ":pull"})
+	rt, err := transport.NewWithContext(ctx, reg, auth, base, []string{"repository:" + u.path + ":pull"})
 	if err != nil {
 		return nil, classify(fmt.Errorf("authenticate to %s for %s: %w", u.endpoint, u.path, err), 0, err)
 	}
@@ -235,13 +269,9 @@ func redact(target string) string {
 // health.
 func VerifyCredentials(ctx context.Context, endpoints *Endpoints, base http.RoundTripper, loginServer string, auth authn.Authenticator) error {
 	ep := endpoints.Resolve(loginServer)
-	var opts []name.Option
-	if ep.Scheme == "http" {
-		opts = append(opts, name.Insecure)
-	}
-	reg, err := name.NewRegistry(ep.Host, opts...)
+	reg, base, err := registryFor(ep, loginServer, base)
 	if err != nil {
-		return fmt.Errorf("upstream %s: %w", ep, err)
+		return err
 	}
 	rt, err := transport.NewWithContext(ctx, reg, auth, base, nil)
 	if err != nil {

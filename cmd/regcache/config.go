@@ -36,6 +36,11 @@ type Config struct {
 	// Upstreams maps login servers to endpoint URLs (--upstream host=url,
 	// repeatable; REGCACHE_UPSTREAM="host=url,host=url").
 	Upstreams map[string]string `yaml:"upstreams"`
+	// AllowedUpstreams are login servers rules and credential sets may name
+	// besides the well-known public registries and those with an endpoint
+	// in Upstreams: hosts, or "*.example.com" for every host under a domain
+	// (--allow-upstream, repeatable; REGCACHE_ALLOW_UPSTREAM, comma-separated).
+	AllowedUpstreams []string `yaml:"allowedUpstreams"`
 	// Rules are cache rules declared here; read-only through the admin API.
 	Rules []cache.Rule `yaml:"rules"`
 	// DefaultRegistry is the login server that repository names matching no
@@ -81,6 +86,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.String("data-dir", d.DataDir, "directory for blobs, metadata and the generated admin token (env REGCACHE_DATA_DIR)")
 	fs.String("admin-token-file", "", "file holding the admin token (env REGCACHE_ADMIN_TOKEN_FILE; default <data-dir>/admin.token, generated on first start)")
 	fs.StringArray("upstream", nil, "login server to endpoint URL, e.g. docker.io=https://mirror.example.com or ghcr.io=http://127.0.0.1:5001; repeatable (env REGCACHE_UPSTREAM, comma-separated)")
+	fs.StringArray("allow-upstream", nil, "login server rules and credential sets may name besides the well-known registries and those given by --upstream, e.g. registry.example.com or *.corp.example.com; repeatable (env REGCACHE_ALLOW_UPSTREAM, comma-separated)")
 	fs.String("default-registry", "", "login server that names matching no rule belong to, e.g. docker.io when regcache is Docker's registry-mirror (env REGCACHE_DEFAULT_REGISTRY)")
 	fs.Duration("credential-cache-ttl", 0, "how long resolved credential set secrets are reused (env REGCACHE_CREDENTIAL_CACHE_TTL; default 5m)")
 	fs.Duration("credential-health-interval", 0, "period of credential set health checks (env REGCACHE_CREDENTIAL_HEALTH_INTERVAL; default 1m)")
@@ -166,6 +172,13 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 		}
 		cfg.Upstreams[cache.CanonicalHost(host)] = u
 	}
+	if v := getenv("REGCACHE_ALLOW_UPSTREAM"); v != "" {
+		for _, h := range strings.Split(v, ",") {
+			cfg.AllowedUpstreams = append(cfg.AllowedUpstreams, strings.TrimSpace(h))
+		}
+	}
+	allow, _ := fs.GetStringArray("allow-upstream")
+	cfg.AllowedUpstreams = append(cfg.AllowedUpstreams, allow...)
 	return cfg, cfg.validate()
 }
 
@@ -213,7 +226,7 @@ func (c Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("logFormat %q: want text or json", c.LogFormat)
 	}
-	if _, err := cache.NewEndpoints(c.Upstreams); err != nil {
+	if _, err := cache.NewEndpoints(c.Upstreams, c.AllowedUpstreams...); err != nil {
 		return err
 	}
 	if _, err := cache.NewRuleSet(c.Rules); err != nil {

@@ -60,7 +60,17 @@ With no configuration it listens on :5000, keeps blobs and metadata in
 ./regcache-data, and writes a random admin token to ./regcache-data/admin.token
 on first start. Upstream login servers are reached at https://<host>
 (docker.io at https://registry-1.docker.io) unless --upstream says otherwise.
-It starts, and serves what it has cached, when every upstream is down.
+Plain HTTP is used only for an endpoint given as http://...: an upstream on a
+loopback or private address is reached over https like any other, and a
+request falling back to http is refused, so credentials never travel in clear
+unless the operator said so. It starts, and serves what it has cached, when
+every upstream is down.
+
+Rules and credential sets may name only the well-known public registries
+(docker.io, ghcr.io, quay.io, gcr.io, *.gcr.io, *.pkg.dev, registry.k8s.io,
+mcr.microsoft.com, public.ecr.aws, nvcr.io, registry.gitlab.com, *.azurecr.io),
+login servers given an endpoint with --upstream, and those allowed with
+--allow-upstream (e.g. registry.example.com or *.corp.example.com).
 
 Every setting can come from the YAML file given by --config, a REGCACHE_*
 environment variable, or a flag (flags win over the environment, which wins
@@ -74,6 +84,16 @@ over the file). Config file:
   defaultRegistry: docker.io   # names no rule matches belong to Docker Hub (registry-mirrors)
   upstreams:
     docker.io: https://mirror.example.com
+  allowedUpstreams:       # besides the well-known registries and upstreams
+    - registry.example.com
+    - "*.corp.example.com"
+  limits:                 # 0 or absent: the default
+    maxConns: 0           # default: a third of the open-files limit
+    maxConnsPerAddress: 512
+    readHeaderTimeout: 20s
+    idleTimeout: 2m       # keep-alive connections
+    writeIdleTimeout: 2m  # a client that reads nothing for this long is cut
+    readIdleTimeout: 2m   # a client that sends nothing of its body for this long is cut
   credentialSets:         # read-only through the admin API
     - name: DockerHub
       loginServer: docker.io

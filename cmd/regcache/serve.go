@@ -36,7 +36,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer meta.Close()
-	endpoints, err := cache.NewEndpoints(cfg.Upstreams)
+	endpoints, err := cache.NewEndpoints(cfg.Upstreams, cfg.AllowedUpstreams...)
 	if err != nil {
 		return err
 	}
@@ -47,7 +47,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	rules, err = cache.NewStore(ctx, meta, creds, cfg.Rules, log)
+	rules, err = cache.NewStore(ctx, meta, creds, cfg.Rules, log, cache.AllowedUpstreams(endpoints))
 	if err != nil {
 		return err
 	}

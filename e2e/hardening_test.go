@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -64,5 +65,32 @@ func TestOpenFilesAndConnectionCaps(t *testing.T) {
 	peers.Run(t, bin, "cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*", "--server", rc.URL(), "--token", rc.Token())
 	if _, err := crane.Digest(rc.Addr+"/hub/app:v1", crane.Insecure); err != nil {
 		t.Errorf("a client on 127.0.0.1 cannot pull while 127.0.0.2 holds its cap: %v", err)
+	}
+}
+
+// Rules may name only the well-known registries, upstreams given an
+// endpoint and those allowed with --allow-upstream.
+func TestAllowedUpstreamsEndToEnd(t *testing.T) {
+	t.Parallel()
+	bin := peers.BuildRegcache(t)
+	rc := peers.StartRegcacheWith(t, bin, peers.ServeOptions{Env: []string{"REGCACHE_ALLOW_UPSTREAM=*.apps.example"}},
+		"--upstream", "mirror.internal:5000=http://127.0.0.1:1", "--allow-upstream", "registry.corp.example")
+	create := func(name, source string) (string, int) {
+		_, stderr, code := peers.Run(t, bin, "cache", "create", "-n", name, "-s", source, "-t", strings.ToLower(name)+"/*", "--server", rc.URL(), "--token", rc.Token())
+		return stderr, code
+	}
+	for name, source := range map[string]string{"WellKnown": "ghcr.io/org/*", "Endpoint": "mirror.internal:5000/team/*",
+		"FlagAllowed": "registry.corp.example/team/*", "EnvAllowed": "reg.apps.example/team/*"} {
+		if stderr, code := create(name, source); code != 0 {
+			t.Errorf("cache create -s %s: exit %d: %s", source, code, stderr)
+		}
+	}
+	stderr, code := create("Attacker", "attacker.example/x/*")
+	if code == 0 || !strings.Contains(stderr, "not allowed") || !strings.Contains(stderr, "--allow-upstream") {
+		t.Errorf("cache create -s attacker.example/x/*: exit %d: %q; want a refusal saying how to allow it", code, stderr)
+	}
+	_, stderr, code = peers.Run(t, bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--allow-upstream", "*.com")
+	if code == 0 || !strings.Contains(stderr, "allowedUpstreams") {
+		t.Errorf("serve --allow-upstream '*.com': exit %d: %q; want a refusal", code, stderr)
 	}
 }
