@@ -97,7 +97,10 @@ func (s *server) serveOCI(w http.ResponseWriter, r *http.Request) error {
 	case p.kind == kindBase:
 		return s.base(w, r)
 	case p.kind == kindReferrer:
-		return fmt.Errorf("%w: %s %s (the referrers API is not supported)", errUnsupported, r.Method, r.URL.Path)
+		// Not implemented yet: 404, as a registry without the API answers,
+		// makes clients fall back to the referrers tag schema
+		// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#unavailable-referrers-api).
+		return fmt.Errorf("%w: %s (the referrers API is not available; use the sha256-<hex> tag schema)", errNotFound, r.URL.Path)
 	}
 	requested := p.name
 	if p.name, err = s.Backend.Route(r.Context(), p.name, r.URL.Query().Get("ns")); err != nil {
