@@ -130,8 +130,11 @@ func (p *Puller) headBlob(ctx context.Context, up upstreamRepo, digest string) (
 // it (ctx is the puller's life), bounded by BlobTimeout overall and
 // IdleTimeout between bytes.
 func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
-	ctx, cancel := context.WithTimeout(ctx, p.opts.BlobTimeout)
-	defer cancel()
+	ctx, cancelTimeout := context.WithTimeoutCause(ctx, p.opts.BlobTimeout, fmt.Errorf("the fill took longer than %v", p.opts.BlobTimeout))
+	defer cancelTimeout()
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	defer cancelCause(nil)
+	cancel := func() { cancelCause(fmt.Errorf("no data from the upstream for %v", p.opts.IdleTimeout)) }
 	start := time.Now()
 	n, err := p.fetchBlob(ctx, cancel, f, up)
 	var repos []string
@@ -158,7 +161,7 @@ func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 
 // fetchBlob streams the blob from the upstream into the store and returns
 // its size once committed.
-func (p *Puller) fetchBlob(ctx context.Context, cancel context.CancelFunc, f *fill, up upstreamRepo) (int64, error) {
+func (p *Puller) fetchBlob(ctx context.Context, cancel func(), f *fill, up upstreamRepo) (int64, error) {
 	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("blobs", f.digest), nil)
 	if err != nil {
 		return 0, err
@@ -179,8 +182,9 @@ func (p *Puller) fetchBlob(ctx context.Context, cancel context.CancelFunc, f *fi
 	defer idle.Stop()
 	body := idleReader{r: resp.Body, timer: idle, d: p.opts.IdleTimeout}
 	n, err := io.CopyBuffer(progressWriter{w: w, f: f}, body, make([]byte, fillBufferSize))
-	if err == nil && ctx.Err() != nil {
-		err = ctx.Err()
+	if ctx.Err() != nil {
+		// Stalled (idle timeout), too long, or regcache stopping: say which.
+		err = context.Cause(ctx)
 	}
 	if err != nil {
 		w.Cancel()

@@ -111,7 +111,7 @@ type Puller struct {
 	// Fills outlive their clients but not the puller: life ends them at
 	// Close, which waits for them.
 	life     context.Context
-	stop     context.CancelFunc
+	stop     context.CancelCauseFunc
 	fillsRun sync.WaitGroup
 }
 
@@ -144,14 +144,14 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 		fills:   map[string]*fill{},
 		access:  newAccessTimes(),
 	}
-	p.life, p.stop = context.WithCancel(context.Background())
+	p.life, p.stop = context.WithCancelCause(context.Background())
 	return p
 }
 
 // Close cancels the fills still running, waits for them to end and closes
 // idle upstream connections.
 func (p *Puller) Close() {
-	p.stop()
+	p.stop(errors.New("regcache is stopping"))
 	p.fillsRun.Wait()
 	if t, ok := p.opts.Transport.(interface{ CloseIdleConnections() }); ok {
 		t.CloseIdleConnections()

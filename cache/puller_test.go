@@ -38,6 +38,8 @@ type fixture struct {
 	proxy    *httptest.Server // what regcache talks to
 	fault    atomic.Value     // func(w, r) bool: true when it answered
 	requests sync.Map         // "METHOD path" -> *atomic.Int64
+	store    *Store
+	eps      *Endpoints
 }
 
 type staticCreds map[string]authn.Authenticator
@@ -102,6 +104,7 @@ func newFixture(t *testing.T, creds Credentials, rules ...Rule) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.store, f.eps = store, eps
 	f.puller = NewPuller(store, eps, creds, f.blobs, f.meta, log, Options{})
 	t.Cleanup(f.puller.Close)
 	return f
