@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -78,6 +79,7 @@ var adminErrors = []struct {
 	{credentials.ErrReadOnly, "READ_ONLY", http.StatusConflict},
 	{cache.ErrTooManyRules, "LIMIT_REACHED", http.StatusConflict},
 	{errBadRequest, "BAD_REQUEST", http.StatusBadRequest},
+	{errTooLarge, "TOO_LARGE", http.StatusRequestEntityTooLarge},
 }
 
 // adminError returns the status and body of a failed admin request: errors
@@ -103,7 +105,10 @@ func adminError(err error) (int, AdminError) {
 	return http.StatusInternalServerError, AdminError{Code: "INTERNAL", Message: err.Error()}
 }
 
-var errBadRequest = errors.New("bad request")
+var (
+	errBadRequest = errors.New("bad request")
+	errTooLarge   = errors.New("request too large")
+)
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
@@ -113,13 +118,27 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	enc.Encode(v)
 }
 
-// decodeBody decodes a JSON request body of at most 1 MiB, refusing
-// unknown fields so a typo is not silently ignored.
+// maxAdminBody bounds an admin request body.
+const maxAdminBody = 1 << 20
+
+// decodeBody decodes a JSON request body of at most maxAdminBody bytes
+// holding exactly one JSON object, refusing unknown fields so a typo is
+// not silently ignored.
 func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	raw, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+	if err != nil {
+		return fmt.Errorf("%w: request body: %v", errBadRequest, err)
+	}
+	if len(raw) > maxAdminBody {
+		return fmt.Errorf("%w: request body: larger than %d bytes", errTooLarge, maxAdminBody)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("%w: request body: %v", errBadRequest, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return fmt.Errorf("%w: request body: unexpected data after the JSON object at byte %d", errBadRequest, dec.InputOffset())
 	}
 	return nil
 }

@@ -259,6 +259,21 @@ func TestAdminErrors(t *testing.T) {
 			wantStatus: 400, wantCode: "BAD_REQUEST",
 		},
 		{
+			name: "trailing data after the JSON object", method: "POST", path: rulesPath,
+			body:       `{"name":"quay-x","sourceRepository":"quay.io/x","targetRepository":"quay-x"} {"name":"quay-y"}`,
+			wantStatus: 400, wantCode: "BAD_REQUEST",
+		},
+		{
+			name: "trailing garbage on update", method: "PATCH", path: rulesPath + "/" + apiRule.Name,
+			body:       `{"credentialSetName":""}x`,
+			wantStatus: 400, wantCode: "BAD_REQUEST",
+		},
+		{
+			name: "body over 1 MiB", method: "POST", path: rulesPath,
+			body:       `{"name":"quay-x","sourceRepository":"quay.io/x","targetRepository":"quay-x","tagTTL":"` + strings.Repeat("9", 10<<20) + `"}`,
+			wantStatus: 413, wantCode: "TOO_LARGE",
+		},
+		{
 			name: "update config rule", method: "PATCH", path: rulesPath + "/" + configRule.Name,
 			body:       `{"credentialSetName":"team"}`,
 			wantStatus: 409, wantCode: "READ_ONLY",
