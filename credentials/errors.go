@@ -48,9 +48,9 @@ func (e *InUseError) Error() string {
 // Unwrap makes errors.Is(err, ErrInUse) true.
 func (e *InUseError) Unwrap() error { return ErrInUse }
 
-// resolveError is a resolution failure: its message is the operator-facing
-// reason alone ("env: DOCKERHUB_TOKEN is not set"), and it matches its
-// sentinel with errors.Is.
+// resolveError is a resolution failure or a refusal whose message is the
+// operator-facing reason alone ("env: DOCKERHUB_TOKEN is not set"), without
+// the sentinel's text in front; it matches its sentinel with errors.Is.
 type resolveError struct {
 	kind error
 	msg  string

@@ -595,14 +595,14 @@ func (m *Manager) Policy(ctx context.Context, name string) (string, error) {
 		sets = []Set{s}
 	}
 	p, ok := Policy(sets...)
-	if !ok {
-		what := "no credential set references"
-		if name != "" {
-			what = fmt.Sprintf("credential set %q references", name)
-		}
-		return "", fmt.Errorf("%w: %s no vault:// secret, so there is no Vault policy to grant", ErrNoVaultSecrets, what)
+	switch {
+	case ok:
+		return p, nil
+	case name != "":
+		return "", fail(ErrNoVaultSecrets, "credential set %q references no vault:// secret, so there is no Vault policy to grant", name)
+	default:
+		return "", fail(ErrNoVaultSecrets, "no credential set references a vault:// secret, so there is no Vault policy to grant")
 	}
-	return p, nil
 }
 
 // ValidateSets checks sets declared in a config file: each valid, names

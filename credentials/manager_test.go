@@ -356,3 +356,45 @@ func TestHealth(t *testing.T) {
 		t.Errorf("status changes are logged:\n%s", f.logs)
 	}
 }
+
+// TestManagerPolicy: the Vault policy of one set or of every set, and the
+// reason there is none when no vault:// secret is referenced.
+func TestManagerPolicy(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	vaultSet := credentials.Set{Name: "hub-vault", LoginServer: "docker.io", UsernameSecretRef: "vault://secret/regcache/hub#username", PasswordSecretRef: "env://HUB_PASS"}
+	tests := []struct {
+		name    string
+		sets    []credentials.Set
+		ask     string
+		policy  string // a line the policy holds
+		err     error
+		message string // the whole error message
+	}{
+		{"one set", []credentials.Set{hubSet, vaultSet}, "hub-vault", `path "secret/data/regcache/hub" {`, nil, ""},
+		{"every set", []credentials.Set{hubSet, vaultSet}, "", "# hub-vault", nil, ""},
+		{"one set without vault secrets", []credentials.Set{hubSet, vaultSet}, "hub-team", "", credentials.ErrNoVaultSecrets,
+			`credential set "hub-team" references no vault:// secret, so there is no Vault policy to grant`},
+		{"no set with vault secrets", []credentials.Set{hubSet}, "", "", credentials.ErrNoVaultSecrets,
+			"no credential set references a vault:// secret, so there is no Vault policy to grant"},
+		{"no set at all", nil, "", "", credentials.ErrNoVaultSecrets,
+			"no credential set references a vault:// secret, so there is no Vault policy to grant"},
+		{"missing set", []credentials.Set{hubSet}, "nope-nope", "", credentials.ErrSetNotFound, `credential set not found: "nope-nope"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newManager(t, credentials.Options{Config: tc.sets})
+			got, err := f.m.Policy(ctx, tc.ask)
+			if tc.err == nil {
+				if err != nil || !strings.Contains(got, tc.policy) {
+					t.Fatalf("Policy(%q) = %v\n%s\nwant a policy with %q", tc.ask, err, got, tc.policy)
+				}
+				return
+			}
+			if !errors.Is(err, tc.err) || err.Error() != tc.message || got != "" {
+				t.Fatalf("Policy(%q) = %q, %v; want %v saying %q", tc.ask, got, err, tc.err, tc.message)
+			}
+		})
+	}
+}
