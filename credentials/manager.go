@@ -109,6 +109,7 @@ type Options struct {
 }
 
 // Manager holds the credential sets and implements cache.Credentials.
+// Close ends it.
 type Manager struct {
 	opts      Options
 	resolvers map[string]resolver
@@ -116,6 +117,10 @@ type Manager struct {
 	sets      atomic.Pointer[map[string]*entry]
 	resolving singleflight.Group
 	kick      chan string // sets to check soon
+	life      *lifetime   // resolutions, checks and Run, ended by Close
+	// ownTransport is set when Transport was made here: Close closes its
+	// idle connections.
+	ownTransport bool
 }
 
 var _ cache.Credentials = (*Manager)(nil)
@@ -146,7 +151,8 @@ func NewManager(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Records == nil || opts.Endpoints == nil || opts.Log == nil {
 		return nil, errors.New("credentials: records, endpoints and logger are required")
 	}
-	if opts.Transport == nil {
+	ownTransport := opts.Transport == nil
+	if ownTransport {
 		opts.Transport = cache.DefaultTransport()
 	}
 	if opts.LookupEnv == nil {
@@ -161,7 +167,7 @@ func NewManager(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.CheckTimeout <= 0 {
 		opts.CheckTimeout = DefaultCheckTimeout
 	}
-	m := &Manager{opts: opts, kick: make(chan string, 64)}
+	m := &Manager{opts: opts, kick: make(chan string, 64), life: newLifetime(), ownTransport: ownTransport}
 	m.resolvers = map[string]resolver{
 		SchemeFile:  fileResolver{},
 		SchemeEnv:   envResolver{getenv: opts.LookupEnv},
@@ -324,7 +330,12 @@ func (m *Manager) values(ctx context.Context, e *entry, fresh, kick bool) (*valu
 	}
 	key := e.set.Name + "#" + strconv.FormatUint(gen, 10)
 	ch := m.resolving.DoChan(key, func() (any, error) {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.opts.CheckTimeout)
+		rctx, end, ok := m.life.begin(context.WithoutCancel(ctx))
+		if !ok {
+			return nil, errManagerClosed()
+		}
+		defer end()
+		rctx, cancel := context.WithTimeout(rctx, m.opts.CheckTimeout)
 		defer cancel()
 		return m.resolve(rctx, e, gen, kick)
 	})
@@ -408,6 +419,11 @@ func (m *Manager) setStatus(e *entry, state, reason string) Status {
 // login server. An unreachable upstream does not make a set unhealthy:
 // the status says the credentials could not be verified.
 func (m *Manager) check(ctx context.Context, e *entry) Status {
+	ctx, end, ok := m.life.begin(ctx)
+	if !ok {
+		return e.view().Status
+	}
+	defer end()
 	ctx, cancel := context.WithTimeout(ctx, m.opts.CheckTimeout)
 	defer cancel()
 	v, err := m.values(ctx, e, true, false)
@@ -426,9 +442,14 @@ func (m *Manager) check(ctx context.Context, e *entry) Status {
 }
 
 // Run checks every set now and then every HealthInterval, and a set soon
-// after its secrets resolved following a failure, until ctx ends. It also
-// keeps the Vault login alive.
+// after its secrets resolved following a failure, until ctx ends or the
+// manager closes. It also keeps the Vault login alive.
 func (m *Manager) Run(ctx context.Context) {
+	ctx, end, ok := m.life.begin(ctx)
+	if !ok {
+		return
+	}
+	defer end()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	if m.opts.Vault != nil {
@@ -449,6 +470,28 @@ func (m *Manager) Run(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// Close ends the manager: the Vault backend closes first (its logins, reads
+// and token renewal in flight are cancelled and its idle connections
+// closed), then Run, resolutions and health checks in flight are cancelled
+// and waited for, and the idle connections of the health checks' transport
+// (when the manager made it) are closed. Resolutions after Close fail with
+// ErrBackendUnavailable. Call it once the users of the manager (the puller,
+// the admin API) are done; it may be called more than once.
+func (m *Manager) Close() {
+	if m.opts.Vault != nil {
+		m.opts.Vault.Close()
+	}
+	m.life.close()
+	if t, ok := m.opts.Transport.(interface{ CloseIdleConnections() }); ok && m.ownTransport {
+		t.CloseIdleConnections()
+	}
+}
+
+// errManagerClosed is what a resolution after Close gets.
+func errManagerClosed() error {
+	return fail(ErrBackendUnavailable, "credentials: closed (regcache is shutting down)")
 }
 
 // checkAll checks every set, a few at a time.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"sort"
 	"strings"
@@ -110,14 +111,16 @@ func (c VaultConfig) Validate() error {
 // secrets, read through github.com/hashicorp/vault/api. It logs in lazily,
 // on the first resolution; Run keeps the token alive (renewal with
 // api.LifetimeWatcher, a new login when an AppRole or Kubernetes token
-// reaches its maximum TTL).
+// reaches its maximum TTL). Close ends it.
 type Vault struct {
 	cfg     VaultConfig
 	getenv  func(string) string
 	client  *api.Client
+	http    *http.Client // the client's, to close its idle connections
 	log     *slog.Logger
 	logins  singleflight.Group
 	loginCh chan struct{} // signalled after every login
+	life    *lifetime     // Resolve, logins and Run, ended by Close
 
 	mu   sync.Mutex
 	auth *api.Secret // the current login; nil until logged in
@@ -148,14 +151,35 @@ func NewVault(cfg VaultConfig, getenv func(string) string, log *slog.Logger) (*V
 	// token is set at login, from the configured source only.
 	client.ClearToken()
 	client.SetNamespace(cfg.Namespace)
-	return &Vault{cfg: cfg, getenv: getenv, client: client, log: log, loginCh: make(chan struct{}, 1)}, nil
+	return &Vault{cfg: cfg, getenv: getenv, client: client, http: ac.HttpClient, log: log,
+		loginCh: make(chan struct{}, 1), life: newLifetime()}, nil
 }
 
 // Address is the Vault address in use.
 func (v *Vault) Address() string { return v.cfg.Address }
 
+// Close ends the backend: resolutions and logins in flight are cancelled,
+// Run returns, and once they have, the HTTP client's idle keep-alive
+// connections are closed, so no goroutine of the backend is left. Later
+// resolutions fail with ErrBackendUnavailable. Close may be called more
+// than once.
+func (v *Vault) Close() {
+	v.life.close()
+	v.http.CloseIdleConnections()
+}
+
+// errClosed is what a resolution after Close gets.
+func errClosed() error {
+	return fail(ErrBackendUnavailable, "vault: the backend is closed (regcache is shutting down)")
+}
+
 // Resolve reads the referenced field of a KV v2 secret.
 func (v *Vault) Resolve(ctx context.Context, r Ref) (string, error) {
+	ctx, end, ok := v.life.begin(ctx)
+	if !ok {
+		return "", errClosed()
+	}
+	defer end()
 	data, err := v.read(ctx, r)
 	if err != nil {
 		return "", err
@@ -278,7 +302,14 @@ func (v *Vault) ensureLogin(ctx context.Context) error {
 		return nil
 	}
 	_, err, _ := v.logins.Do("login", func() (any, error) {
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		// The login is shared: it outlives the caller that started it,
+		// but not the backend.
+		lctx, end, ok := v.life.begin(context.WithoutCancel(ctx))
+		if !ok {
+			return nil, errClosed()
+		}
+		defer end()
+		lctx, cancel := context.WithTimeout(lctx, 30*time.Second)
 		defer cancel()
 		return nil, v.login(lctx)
 	})
@@ -415,11 +446,17 @@ func readCredentialFile(path, setting string) (string, error) {
 	return s, nil
 }
 
-// Run keeps the login alive until ctx ends: a renewable token is renewed
-// by an api.LifetimeWatcher; when it can no longer be renewed (maximum TTL
-// reached, or not renewable), AppRole and Kubernetes log in again, and a
-// token from tokenFile or VAULT_TOKEN is read again at the next resolution.
+// Run keeps the login alive until ctx ends or the backend closes: a
+// renewable token is renewed by an api.LifetimeWatcher; when it can no
+// longer be renewed (maximum TTL reached, or not renewable), AppRole and
+// Kubernetes log in again, and a token from tokenFile or VAULT_TOKEN is
+// read again at the next resolution.
 func (v *Vault) Run(ctx context.Context) {
+	ctx, end, ok := v.life.begin(ctx)
+	if !ok {
+		return
+	}
+	defer end()
 	for ctx.Err() == nil {
 		v.mu.Lock()
 		auth := v.auth

@@ -47,6 +47,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	// Last, once its background loop has stopped: ends Vault logins and
+	// token renewal and closes idle connections.
+	defer creds.Close()
 	rules, err = cache.NewStore(ctx, meta, creds, cfg.Rules, log, cache.AllowedUpstreams(endpoints))
 	if err != nil {
 		return err
