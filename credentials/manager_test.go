@@ -261,36 +261,39 @@ func TestResolutionCache(t *testing.T) {
 // secrets once.
 func TestResolutionsCoalesce(t *testing.T) {
 	t.Parallel()
-	f := newManager(t, credentials.Options{Config: []credentials.Set{hubSet}})
-	gate := make(chan struct{})
-	f.env.mu.Lock()
-	f.env.gate = gate
-	f.env.mu.Unlock()
-	const n = 32
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	for range n {
-		wg.Go(func() {
-			_, err := f.m.Authenticator(t.Context(), "hub-team")
-			errs <- err
-		})
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for f.env.lookups.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond) // let every caller arrive
-	close(gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
+	synctest.Test(t, func(t *testing.T) {
+		f := newManager(t, credentials.Options{Config: []credentials.Set{hubSet}})
+		gate := make(chan struct{})
+		f.env.mu.Lock()
+		f.env.gate = gate
+		f.env.mu.Unlock()
+		const n = 32
+		var wg sync.WaitGroup
+		errs := make(chan error, n)
+		for range n {
+			wg.Go(func() {
+				_, err := f.m.Authenticator(t.Context(), "hub-team")
+				errs <- err
+			})
 		}
-	}
-	if got := f.env.lookups.Load(); got != 2 {
-		t.Fatalf("%d concurrent callers made %d lookups, want 2 (one resolution)", n, got)
-	}
+		// Every caller has arrived: one holds the lookup, the others wait
+		// for its result.
+		synctest.Wait()
+		if got := f.env.lookups.Load(); got != 1 {
+			t.Fatalf("%d lookups under way for %d concurrent callers, want 1", got, n)
+		}
+		close(gate)
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got := f.env.lookups.Load(); got != 2 {
+			t.Fatalf("%d concurrent callers made %d lookups, want 2 (one resolution)", n, got)
+		}
+	})
 }
 
 // TestHealth: the health check verifies the resolved credentials against
