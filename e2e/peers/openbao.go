@@ -220,11 +220,14 @@ func (v *Vault) PutSecret(t testing.TB, name string, data map[string]any) string
 	return path
 }
 
-// PutPolicy writes the ACL policy <Prefix>-<name> through sys/policies/acl
-// and returns its name; it is deleted at cleanup.
+// PolicyName is the name PutPolicy gives the policy name: <Prefix>-<name>.
+func (v *Vault) PolicyName(name string) string { return v.Prefix + "-" + name }
+
+// PutPolicy writes the ACL policy PolicyName(name) through
+// sys/policies/acl and returns its name; it is deleted at cleanup.
 func (v *Vault) PutPolicy(t testing.TB, name, policy string) string {
 	t.Helper()
-	full := v.Prefix + "-" + name
+	full := v.PolicyName(name)
 	if err := v.Admin.Sys().PutPolicyWithContext(t.Context(), full, policy); err != nil {
 		t.Fatalf("write policy %s: %v", full, err)
 	}
@@ -290,10 +293,13 @@ func (v *Vault) AppRole(t testing.TB, role string, settings map[string]any) (mou
 }
 
 // IssuedTokens returns every token the server has handed out so far
-// (logins, token creations), for tests that check that no token leaks.
+// (logins, token creations; not Token, which the test chose), for tests
+// that check that no token leaks.
 // They are read from the raw audit log of an OpenBao started by
-// StartVault; an external Vault's tokens cannot be listed, so for one the
-// result is nil and the test log says so.
+// StartVault (which records a login's new token only when the login
+// request carried no token, as a client's does); an external Vault's
+// tokens cannot be listed, so for one the result is nil and the test log
+// says so.
 func (v *Vault) IssuedTokens(t testing.TB) []string {
 	t.Helper()
 	if v.auditLog == "" {
@@ -305,7 +311,8 @@ func (v *Vault) IssuedTokens(t testing.TB) []string {
 		t.Fatalf("read OpenBao's audit log: %v", err)
 	}
 	defer f.Close()
-	tokens := []string{openBaoRootToken}
+	var tokens []string
+	seen := map[string]bool{}
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 0, 64<<10), 16<<20)
 	for sc.Scan() {
@@ -320,8 +327,10 @@ func (v *Vault) IssuedTokens(t testing.TB) []string {
 		if err := json.Unmarshal(sc.Bytes(), &entry); err != nil {
 			t.Fatalf("OpenBao's audit log: %v", err)
 		}
-		if entry.Type == "response" && entry.Response.Auth.ClientToken != "" {
-			tokens = append(tokens, entry.Response.Auth.ClientToken)
+		// Renewals answer with the token again: each is listed once.
+		if tok := entry.Response.Auth.ClientToken; entry.Type == "response" && tok != "" && tok != v.Token && !seen[tok] {
+			seen[tok] = true
+			tokens = append(tokens, tok)
 		}
 	}
 	if err := sc.Err(); err != nil {
