@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -20,7 +21,6 @@ import (
 
 	"github.com/regcache/regcache/credentials"
 	"github.com/regcache/regcache/e2e/peers"
-	"github.com/regcache/regcache/e2e/vaultserver"
 )
 
 // credBackend prepares one secrets backend for the credential set flow.
@@ -48,8 +48,8 @@ type credFlow struct {
 	secrets            []string // every value that must never leak
 	mu                 sync.Mutex
 	captured           strings.Builder // every CLI output and admin API response
-	vault              *vaultserver.Server
-	vaultAdmin         *api.Client
+	vault              *peers.Vault    // OpenBao, or the Vault VAULT_ADDR names
+	vaultPath          string          // of the secret under the mount "secret"
 }
 
 func (f *credFlow) addSecret(s ...string) {
@@ -163,69 +163,64 @@ var credBackends = []credBackend{
 		},
 	},
 	{
+		// A real Vault-API server: OpenBao, or the Vault VAULT_ADDR names.
 		name: "vault",
 		setup: func(t *testing.T, f *credFlow) (string, string, []string, []string) {
-			f.vault = vaultserver.New()
-			t.Cleanup(f.vault.Close)
-			c, err := api.NewClient(&api.Config{Address: f.vault.URL})
-			if err != nil {
-				t.Fatal(err)
-			}
-			c.SetToken(f.vault.RootToken)
-			f.vaultAdmin = c
-			ctx := t.Context()
+			f.vault = peers.StartVault(t)
+			v := f.vault
 			// 1. The secrets.
-			if _, err := c.KVv2("secret").Put(ctx, "regcache/dockerhub", map[string]any{"username": f.user, "password": f.pass1}); err != nil {
-				t.Fatal(err)
-			}
-			// 2. An AppRole for regcache whose policy "regcache" is written
-			// once the set exists (the CLI prints it).
-			if err := c.Sys().EnableAuthWithOptions("approle", &api.EnableAuthOptions{Type: "approle"}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := c.Logical().Write("auth/approle/role/regcache", map[string]any{"token_policies": "regcache", "token_ttl": "1h"}); err != nil {
-				t.Fatal(err)
-			}
-			rid, err := c.Logical().Read("auth/approle/role/regcache/role-id")
-			if err != nil {
-				t.Fatal(err)
-			}
-			sid, err := c.Logical().Write("auth/approle/role/regcache/secret-id", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			secretID := sid.Data["secret_id"].(string)
+			f.vaultPath = v.PutSecret(t, "dockerhub", map[string]any{"username": f.user, "password": f.pass1})
+			v.PutSecret(t, "other", map[string]any{"password": "other-" + f.pass1})
+			// 2. An AppRole for regcache whose policy is written once the
+			// set exists (the CLI prints it).
+			mount, roleID, secretID := v.AppRole(t, "regcache", map[string]any{"token_policies": v.PolicyName("regcache"), "token_ttl": "1h"})
 			f.addSecret(secretID)
 			secretIDFile := filepath.Join(f.dir, "vault-secret-id")
 			os.WriteFile(secretIDFile, []byte(secretID+"\n"), 0o600)
 			config := filepath.Join(f.dir, "regcache.yaml")
-			os.WriteFile(config, []byte(fmt.Sprintf("vault:\n  address: %s\n  auth: approle\n  roleId: %s\n  secretIdFile: %s\n",
-				f.vault.URL, rid.Data["role_id"], secretIDFile)), 0o600)
-			return "vault://secret/regcache/dockerhub#username", "vault://secret/regcache/dockerhub#password", []string{"--config", config}, nil
+			os.WriteFile(config, []byte(fmt.Sprintf("vault:\n  address: %s\n  auth: approle\n  appRoleMount: %s\n  roleId: %s\n  secretIdFile: %s\n",
+				v.Addr, mount, roleID, secretIDFile)), 0o600)
+			return "vault://secret/" + f.vaultPath + "#username", "vault://secret/" + f.vaultPath + "#password", []string{"--config", config}, nil
 		},
 		afterCreate: func(t *testing.T, f *credFlow) {
+			v := f.vault
 			// 3. Without a policy regcache's token may read nothing.
-			f.waitState(t, credentials.StateUnhealthy, "vault: permission denied reading secret/data/regcache/dockerhub")
-			// 4. The printed policy is enough.
+			f.waitState(t, credentials.StateUnhealthy, "vault: permission denied reading secret/data/"+f.vaultPath)
+			// 4. The printed policy, written with the server's policy API,
+			// is enough.
 			policy := f.must(t, "credential-set", "policy", "-n", "HubCreds")
-			if !strings.Contains(policy, "path \"secret/data/regcache/dockerhub\" {\n  capabilities = [\"read\"]\n}") || strings.Count(policy, "path ") != 1 {
+			if !strings.Contains(policy, "path \"secret/data/"+f.vaultPath+"\" {\n  capabilities = [\"read\"]\n}") || strings.Count(policy, "path ") != 1 {
 				t.Fatalf("policy:\n%s", policy)
 			}
-			if err := f.vaultAdmin.Sys().PutPolicy("regcache", policy); err != nil {
-				t.Fatalf("vault policy write regcache: %v", err)
+			name := v.PutPolicy(t, "regcache", policy)
+			// The server enforces it: a token with only that policy reads
+			// exactly that path and is refused elsewhere.
+			c := v.Client(t, v.NewToken(t, &api.TokenCreateRequest{Policies: []string{name}, TTL: "10m"}))
+			ctx := t.Context()
+			if s, err := c.Logical().ReadWithContext(ctx, "secret/data/"+f.vaultPath); err != nil || s == nil || s.Data["data"] == nil {
+				t.Fatalf("read secret/data/%s with only the printed policy: %v", f.vaultPath, err)
+			}
+			for _, p := range []string{"secret/data/" + v.Prefix + "/other", "secret/metadata/" + f.vaultPath, "sys/policies/acl/" + name} {
+				var re *api.ResponseError
+				if _, err := c.Logical().ReadWithContext(ctx, p); !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
+					t.Errorf("read %s with only the printed policy: %v, want 403", p, err)
+				}
+			}
+			var re *api.ResponseError
+			if _, err := c.KVv2("secret").Put(ctx, f.vaultPath, map[string]any{"password": "x"}); !errors.As(err, &re) || re.StatusCode != http.StatusForbidden {
+				t.Errorf("write secret/data/%s with only the printed policy: %v, want 403", f.vaultPath, err)
 			}
 		},
+		// Rotation is a new version of the secret.
 		rotate: func(t *testing.T, f *credFlow) {
-			if _, err := f.vaultAdmin.KVv2("secret").Put(t.Context(), "regcache/dockerhub", map[string]any{"username": f.user, "password": f.pass2}); err != nil {
+			if _, err := f.vault.Admin.KVv2("secret").Put(t.Context(), f.vaultPath, map[string]any{"username": f.user, "password": f.pass2}); err != nil {
 				t.Fatal(err)
 			}
 		},
 		breakIt: func(t *testing.T, f *credFlow) string {
 			// The policy loses the path (someone tightened it too far).
-			if err := f.vaultAdmin.Sys().PutPolicy("regcache", `path "secret/data/regcache/other" { capabilities = ["read"] }`); err != nil {
-				t.Fatal(err)
-			}
-			return "vault: permission denied reading secret/data/regcache/dockerhub"
+			f.vault.PutPolicy(t, "regcache", `path "secret/data/`+f.vault.Prefix+`/other" { capabilities = ["read"] }`)
+			return "vault: permission denied reading secret/data/" + f.vaultPath
 		},
 	},
 }
@@ -305,7 +300,7 @@ func TestCredentialSets(t *testing.T) {
 
 			// Secret hygiene.
 			if f.vault != nil {
-				f.addSecret(f.vault.IssuedTokens()...)
+				f.addSecret(f.vault.IssuedTokens(t)...)
 			}
 			for _, path := range []string{"/admin/v1/credential-sets", "/admin/v1/credential-sets/HubCreds", "/admin/v1/credential-sets-policy", "/admin/v1/cache-rules"} {
 				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, f.rc.URL()+path, nil)
