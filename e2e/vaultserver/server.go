@@ -3,15 +3,19 @@
 // (https://developer.hashicorp.com/vault/api-docs): the real
 // github.com/hashicorp/vault/api client talks to it as to Vault.
 //
-// It implements what regcache's credential sets use, with Vault's status
-// codes and envelopes:
+// regcache's Vault tests run against a real Vault-API server (OpenBao, see
+// e2e/peers.StartVault). This one serves only what a real server cannot do
+// on a test machine: the Kubernetes auth method, whose real implementation
+// validates the service-account token with a cluster's TokenReview API
+// (here the test names the one token a role accepts).
+//
+// It implements, with Vault's status codes and envelopes:
 //   - KV version 2 at mount "secret" (and others given to New): read, write,
 //     soft-delete of the latest version, delete of all versions
 //     (/v1/<mount>/data/<path>, /v1/<mount>/metadata/<path>);
-//   - tokens in X-Vault-Token: create, lookup, revoke, lookup-self, renew-self, with TTL,
+//   - tokens in X-Vault-Token: lookup-self and renew-self, with TTL,
 //     maximum TTL and expiry;
-//   - AppRole (enable, role, role-id, secret-id, login) and Kubernetes login
-//     (roles registered with AddKubernetesRole);
+//   - Kubernetes login (roles registered with AddKubernetesRole);
 //   - ACL policies written as HCL (/v1/sys/policies/acl/<name>), parsed
 //     with github.com/hashicorp/hcl and enforced on every request: exact
 //     paths and a trailing '*' glob, most specific path wins, "deny" wins,
@@ -57,11 +61,9 @@ type Server struct {
 	kv         map[string]map[string]*kvSecret // mount -> path -> secret
 	policies   map[string]map[string]*pathRule // name -> path pattern -> rule
 	tokens     map[string]*token               // by token ID
-	authMounts map[string]string               // path -> type (approle)
-	appRoles   map[string]*appRole             // by role name
+	authMounts map[string]string               // path -> type (kubernetes)
 	k8sRoles   map[string]*k8sRole             // by role name
 	counts     map[string]int                  // event -> count
-	issued     []string                        // every token ID handed out
 }
 
 type kvSecret struct {
@@ -89,14 +91,6 @@ type token struct {
 	path      string
 }
 
-type appRole struct {
-	roleID    string
-	secretIDs map[string]bool
-	policies  []string
-	ttl       time.Duration
-	maxTTL    time.Duration
-}
-
 type k8sRole struct {
 	jwt      string
 	policies []string
@@ -113,7 +107,6 @@ func New(kvMounts ...string) *Server {
 		policies:   map[string]map[string]*pathRule{},
 		tokens:     map[string]*token{},
 		authMounts: map[string]string{"token": "token"},
-		appRoles:   map[string]*appRole{},
 		k8sRoles:   map[string]*k8sRole{},
 		counts:     map[string]int{},
 	}
@@ -130,21 +123,12 @@ func New(kvMounts ...string) *Server {
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
 
-// Count returns how often an event happened: "login:approle",
-// "login:kubernetes", "renew-self", "lookup-self", "read:<path>",
-// "denied:<path>".
+// Count returns how often an event happened: "login:kubernetes",
+// "renew-self", "lookup-self", "read:<path>", "denied:<path>".
 func (s *Server) Count(event string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.counts[event]
-}
-
-// IssuedTokens returns every token the server handed out (root included),
-// for tests that check that no token leaks.
-func (s *Server) IssuedTokens() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]string{s.RootToken}, s.issued...)
 }
 
 // AddKubernetesRole registers a role of the Kubernetes auth method (mounted
@@ -156,13 +140,6 @@ func (s *Server) AddKubernetesRole(role, jwt string, policies []string, ttl, max
 	defer s.mu.Unlock()
 	s.authMounts["kubernetes"] = "kubernetes"
 	s.k8sRoles[role] = &k8sRole{jwt: jwt, policies: policies, ttl: ttl, maxTTL: maxTTL}
-}
-
-// RevokeToken makes a token invalid at once.
-func (s *Server) RevokeToken(id string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	delete(s.tokens, id)
 }
 
 func randomID() string {
@@ -255,38 +232,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	switch {
-	case p == "auth/token/lookup" && (method == "POST" || method == "PUT"):
-		id, _ := body["token"].(string)
-		t := s.validToken(id)
-		if t == nil {
-			writeErrors(w, http.StatusForbidden, "bad token")
-			return
-		}
-		writeJSON(w, http.StatusOK, envelope(s.lookupData(t), nil))
-	case (p == "auth/token/revoke" || p == "auth/token/revoke-orphan") && (method == "POST" || method == "PUT"):
-		id, _ := body["token"].(string)
-		delete(s.tokens, id)
-		w.WriteHeader(http.StatusNoContent)
-	case p == "auth/token/create" && (method == "POST" || method == "PUT"):
-		s.createToken(w, tok, body)
 	case strings.HasPrefix(p, "sys/policies/acl/") || strings.HasPrefix(p, "sys/policy/"):
 		name := p[strings.LastIndex(p, "/")+1:]
 		s.policy(w, method, name, body)
-	case strings.HasPrefix(p, "sys/auth/") && (method == "POST" || method == "PUT"):
-		path := strings.TrimPrefix(p, "sys/auth/")
-		if _, ok := s.authMounts[path]; ok {
-			writeErrors(w, http.StatusBadRequest, fmt.Sprintf("path is already in use at %s/", path))
-			return
-		}
-		typ, _ := body["type"].(string)
-		if typ != "approle" {
-			writeErrors(w, http.StatusBadRequest, fmt.Sprintf("vaultserver supports enabling approle only, not %q", typ))
-			return
-		}
-		s.authMounts[path] = typ
-		w.WriteHeader(http.StatusNoContent)
-	case strings.HasPrefix(p, "auth/approle/role/"):
-		s.appRole(w, method, strings.TrimPrefix(p, "auth/approle/role/"), body)
 	default:
 		s.kvRequest(w, method, p, body)
 	}
@@ -447,26 +395,6 @@ func durationOf(v any) (time.Duration, error) {
 	return 0, fmt.Errorf("not a duration: %v", v)
 }
 
-// stringsOf reads a list given as a JSON array or a comma-separated string.
-func stringsOf(v any) []string {
-	var out []string
-	switch x := v.(type) {
-	case string:
-		for _, p := range strings.Split(x, ",") {
-			if p = strings.TrimSpace(p); p != "" {
-				out = append(out, p)
-			}
-		}
-	case []any:
-		for _, e := range x {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-	}
-	return out
-}
-
 // issue creates a token and returns the "auth" object of a login response.
 func (s *Server) issue(policies []string, ttl, maxTTL time.Duration, renewable bool, path string, meta map[string]string) map[string]any {
 	if maxTTL <= 0 {
@@ -480,7 +408,6 @@ func (s *Server) issue(policies []string, ttl, maxTTL time.Duration, renewable b
 	now := time.Now()
 	t := &token{id: "hvs." + randomID(), policies: pols, ttl: ttl, maxTTL: maxTTL, renewable: renewable, issued: now, expires: now.Add(ttl), path: path}
 	s.tokens[t.id] = t
-	s.issued = append(s.issued, t.id)
 	return s.authObject(t, meta)
 }
 
@@ -534,82 +461,11 @@ func (s *Server) renew(w http.ResponseWriter, t *token, body map[string]any) {
 	writeJSON(w, http.StatusOK, envelope(nil, s.authObject(t, nil)))
 }
 
-func (s *Server) createToken(w http.ResponseWriter, parent *token, body map[string]any) {
-	ttl, err := durationOf(body["ttl"])
-	if err != nil {
-		writeErrors(w, http.StatusBadRequest, "ttl: "+err.Error())
-		return
-	}
-	maxTTL, err := durationOf(body["explicit_max_ttl"])
-	if err != nil {
-		writeErrors(w, http.StatusBadRequest, "explicit_max_ttl: "+err.Error())
-		return
-	}
-	renewable := true
-	if b, ok := body["renewable"].(bool); ok {
-		renewable = b
-	}
-	policies := stringsOf(body["policies"])
-	if len(policies) == 0 {
-		policies = parent.policies
-	}
-	writeJSON(w, http.StatusOK, envelope(nil, s.issue(policies, ttl, maxTTL, renewable, "auth/token/create", nil)))
-}
-
-func (s *Server) appRole(w http.ResponseWriter, method, rest string, body map[string]any) {
-	name, sub, _ := strings.Cut(rest, "/")
-	if _, ok := s.authMounts["approle"]; !ok {
-		writeErrors(w, http.StatusNotFound, "no handler for route \"auth/approle/role/"+rest+"\". route entry not found.")
-		return
-	}
-	role := s.appRoles[name]
-	switch {
-	case sub == "" && (method == "POST" || method == "PUT"):
-		if role == nil {
-			role = &appRole{roleID: randomID(), secretIDs: map[string]bool{}}
-			s.appRoles[name] = role
-		}
-		ttl, err1 := durationOf(body["token_ttl"])
-		maxTTL, err2 := durationOf(body["token_max_ttl"])
-		if err1 != nil || err2 != nil {
-			writeErrors(w, http.StatusBadRequest, "invalid token_ttl or token_max_ttl")
-			return
-		}
-		role.policies = stringsOf(body["token_policies"])
-		if role.policies == nil {
-			role.policies = stringsOf(body["policies"])
-		}
-		role.ttl, role.maxTTL = ttl, maxTTL
-		w.WriteHeader(http.StatusNoContent)
-	case role == nil:
-		writeErrors(w, http.StatusBadRequest, fmt.Sprintf("role %q does not exist", name))
-	case sub == "role-id" && method == "GET":
-		writeJSON(w, http.StatusOK, envelope(map[string]any{"role_id": role.roleID}, nil))
-	case sub == "secret-id" && (method == "POST" || method == "PUT"):
-		id := randomID()
-		role.secretIDs[id] = true
-		writeJSON(w, http.StatusOK, envelope(map[string]any{"secret_id": id, "secret_id_accessor": "acc-" + id[:8], "secret_id_ttl": 0, "secret_id_num_uses": 0}, nil))
-	default:
-		writeErrors(w, http.StatusMethodNotAllowed, "unsupported operation")
-	}
-}
-
-// login serves auth/<mount>/login of AppRole and Kubernetes.
+// login serves auth/<mount>/login of Kubernetes.
 func (s *Server) login(w http.ResponseWriter, mount string, body map[string]any) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch s.authMounts[mount] {
-	case "approle":
-		roleID, _ := body["role_id"].(string)
-		secretID, _ := body["secret_id"].(string)
-		for name, role := range s.appRoles {
-			if role.roleID == roleID && role.secretIDs[secretID] {
-				s.counts["login:approle"]++
-				writeJSON(w, http.StatusOK, envelope(nil, s.issue(role.policies, role.ttl, role.maxTTL, true, "auth/"+mount+"/login", map[string]string{"role_name": name})))
-				return
-			}
-		}
-		writeErrors(w, http.StatusBadRequest, "invalid role or secret ID")
 	case "kubernetes":
 		roleName, _ := body["role"].(string)
 		jwt, _ := body["jwt"].(string)
