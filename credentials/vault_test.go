@@ -61,13 +61,7 @@ func TestVaultReal(t *testing.T) {
 	logger, logs := newLog()
 	newVault := func(t *testing.T, cfg credentials.VaultConfig, log *slog.Logger) *credentials.Vault {
 		t.Helper()
-		cfg.Address = v.Addr
-		vault, err := credentials.NewVault(cfg, func(string) string { return "" }, log)
-		if err != nil || vault == nil {
-			t.Fatalf("NewVault: %v", err)
-		}
-		t.Cleanup(vault.Close)
-		return vault
+		return newTestVault(t, v.Addr, cfg, log)
 	}
 	resolve := func(vault *credentials.Vault, raw string) (string, error) {
 		r, err := credentials.ParseRef("passwordSecretIdentifier", raw)
@@ -261,12 +255,8 @@ func TestVaultReal(t *testing.T) {
 	})
 
 	t.Run("unreachable", func(t *testing.T) {
-		vault, err := credentials.NewVault(credentials.VaultConfig{Address: "http://127.0.0.1:1", TokenFile: tokenFile(t, "x")}, func(string) string { return "" }, logger)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(vault.Close)
-		_, err = resolve(vault, ref("hub", "password"))
+		vault := newTestVault(t, "http://127.0.0.1:1", credentials.VaultConfig{TokenFile: tokenFile(t, "x")}, logger)
+		_, err := resolve(vault, ref("hub", "password"))
 		if !errors.Is(err, credentials.ErrBackendUnavailable) || !strings.Contains(err.Error(), "127.0.0.1:1") {
 			t.Fatalf("%v", err)
 		}
@@ -333,17 +323,8 @@ func TestVaultKubernetesAuth(t *testing.T) {
 	jwtFile := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(jwtFile, []byte(jwt), 0o600)
 	logger, logs := newLog()
-	newVault := func(cfg credentials.VaultConfig) *credentials.Vault {
-		cfg.Address = s.URL
-		vault, err := credentials.NewVault(cfg, func(string) string { return "" }, logger)
-		if err != nil || vault == nil {
-			t.Fatalf("NewVault: %v", err)
-		}
-		t.Cleanup(vault.Close)
-		return vault
-	}
 	r, _ := credentials.ParseRef("passwordSecretIdentifier", "vault://secret/regcache/hub#password")
-	vault := newVault(credentials.VaultConfig{Auth: "kubernetes", KubernetesRole: "regcache", KubernetesTokenFile: jwtFile})
+	vault := newTestVault(t, s.URL, credentials.VaultConfig{Auth: "kubernetes", KubernetesRole: "regcache", KubernetesTokenFile: jwtFile}, logger)
 	if got, err := vault.Resolve(t.Context(), r); err != nil || got != password {
 		t.Fatalf("%v", err)
 	}
@@ -351,7 +332,7 @@ func TestVaultKubernetesAuth(t *testing.T) {
 		t.Errorf("%d Kubernetes logins, want 1", n)
 	}
 	os.WriteFile(jwtFile, []byte("another-jwt"), 0o600)
-	other := newVault(credentials.VaultConfig{Auth: "kubernetes", KubernetesRole: "regcache", KubernetesTokenFile: jwtFile})
+	other := newTestVault(t, s.URL, credentials.VaultConfig{Auth: "kubernetes", KubernetesRole: "regcache", KubernetesTokenFile: jwtFile}, logger)
 	_, err = other.Resolve(t.Context(), r)
 	if !errors.Is(err, credentials.ErrPermissionDenied) || !strings.Contains(err.Error(), "kubernetes login at auth/kubernetes/login was refused: permission denied") {
 		t.Fatalf("wrong JWT: %v", err)
@@ -359,6 +340,19 @@ func TestVaultKubernetesAuth(t *testing.T) {
 	if strings.Contains(logs.String(), jwt) || strings.Contains(logs.String(), password) {
 		t.Errorf("the service-account token or the secret was logged:\n%s", logs)
 	}
+}
+
+// newTestVault returns the Vault backend for the server at addr, reading
+// nothing from the environment; it is closed when the test ends.
+func newTestVault(t *testing.T, addr string, cfg credentials.VaultConfig, log *slog.Logger) *credentials.Vault {
+	t.Helper()
+	cfg.Address = addr
+	vault, err := credentials.NewVault(cfg, func(string) string { return "" }, log)
+	if err != nil || vault == nil {
+		t.Fatalf("NewVault: %v", err)
+	}
+	t.Cleanup(vault.Close)
+	return vault
 }
 
 // runVault runs the token keeper until the test ends.
