@@ -12,15 +12,17 @@ import (
 // refuses work begun afterwards, so that once the owner is closed none of
 // its goroutines is left running and nothing opens a new connection.
 type lifetime struct {
+	ctx    context.Context // cancelled by close
+	cancel context.CancelFunc
+
 	mu     sync.Mutex
 	closed bool
-	done   chan struct{} // closed by close: cancels the work in flight
 	work   sync.WaitGroup
-	once   sync.Once
 }
 
 func newLifetime() *lifetime {
-	return &lifetime{done: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &lifetime{ctx: ctx, cancel: cancel}
 }
 
 // begin registers one piece of work. It returns ctx, also cancelled when
@@ -34,18 +36,10 @@ func (l *lifetime) begin(ctx context.Context) (_ context.Context, end func(), ok
 	}
 	l.work.Add(1)
 	ctx, cancel := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	go func() {
-		defer close(watched)
-		select {
-		case <-l.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	stop := context.AfterFunc(l.ctx, cancel)
 	return ctx, func() {
+		stop()
 		cancel()
-		<-watched
 		l.work.Done()
 	}, true
 }
@@ -53,11 +47,9 @@ func (l *lifetime) begin(ctx context.Context) (_ context.Context, end func(), ok
 // close cancels the work in flight, refuses new work and waits until every
 // piece of work begun has ended. Calling it again waits as well.
 func (l *lifetime) close() {
-	l.once.Do(func() {
-		l.mu.Lock()
-		l.closed = true
-		close(l.done)
-		l.mu.Unlock()
-	})
+	l.mu.Lock()
+	l.closed = true
+	l.mu.Unlock()
+	l.cancel()
 	l.work.Wait()
 }
