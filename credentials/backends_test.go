@@ -19,13 +19,18 @@ func resolveSet(t *testing.T, lookupEnv func(string) (string, bool), passRef str
 	t.Helper()
 	logger, logs := newLog()
 	endpoints, _ := cache.NewEndpoints(map[string]string{"registry.test": "http://127.0.0.1:1"})
+	var locs credentials.SecretLocations
+	if p, ok := strings.CutPrefix(passRef, "file://"); ok {
+		locs.FileDirs = []string{filepath.Dir(p)}
+	}
 	m, err := credentials.NewManager(t.Context(), credentials.Options{
 		Records: newMemRecords(), Endpoints: endpoints, Log: logger, LookupEnv: lookupEnv, CheckTimeout: 2 * time.Second,
+		SecretLocations: locs,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Create(t.Context(), credentials.Set{Name: "the-set", LoginServer: "registry.test", UsernameSecretRef: "env://USER", PasswordSecretRef: passRef}); err != nil {
+	if _, err := m.Create(t.Context(), credentials.Set{Name: "the-set", LoginServer: "registry.test", UsernameSecretRef: "env://REGCACHE_SECRET_USER", PasswordSecretRef: passRef}); err != nil {
 		t.Fatalf("create: %v", err)
 	}
 	auth, err := m.Authenticator(t.Context(), "the-set")
@@ -59,7 +64,7 @@ func resolveSet(t *testing.T, lookupEnv func(string) (string, bool), passRef str
 
 func envWith(kv map[string]string) func(string) (string, bool) {
 	return func(k string) (string, bool) {
-		if k == "USER" {
+		if k == "REGCACHE_SECRET_USER" {
 			return "the-username", true
 		}
 		v, ok := kv[k]
@@ -133,12 +138,13 @@ func TestFileBackendRereadsRotatedFile(t *testing.T) {
 	p := filepath.Join(dir, "password")
 	os.WriteFile(p, []byte("first-s3cr3t"), 0o600)
 	logger, _ := newLog()
-	endpoints, _ := cache.NewEndpoints(nil)
-	m, err := credentials.NewManager(t.Context(), credentials.Options{Records: newMemRecords(), Endpoints: endpoints, Log: logger, LookupEnv: envWith(nil), CheckTimeout: time.Second})
+	endpoints, _ := cache.NewEndpoints(map[string]string{"127.0.0.1:1": "http://127.0.0.1:1"})
+	m, err := credentials.NewManager(t.Context(), credentials.Options{Records: newMemRecords(), Endpoints: endpoints, Log: logger, LookupEnv: envWith(nil), CheckTimeout: time.Second,
+		SecretLocations: credentials.SecretLocations{FileDirs: []string{dir}}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := m.Create(t.Context(), credentials.Set{Name: "rotating", LoginServer: "127.0.0.1:1", UsernameSecretRef: "env://USER", PasswordSecretRef: "file://" + p}); err != nil {
+	if _, err := m.Create(t.Context(), credentials.Set{Name: "rotating", LoginServer: "127.0.0.1:1", UsernameSecretRef: "env://REGCACHE_SECRET_USER", PasswordSecretRef: "file://" + p}); err != nil {
 		t.Fatal(err)
 	}
 	password := func() string {
@@ -170,15 +176,15 @@ func TestFileBackendRereadsRotatedFile(t *testing.T) {
 
 func TestEnvBackend(t *testing.T) {
 	t.Parallel()
-	env := envWith(map[string]string{"TOKEN": "s3cr3t", "EMPTY": ""})
+	env := envWith(map[string]string{"REGCACHE_SECRET_TOKEN": "s3cr3t", "REGCACHE_SECRET_EMPTY": ""})
 	tests := []struct {
 		name, ref, want string
 		err             error
 		reason          string
 	}{
-		{"set", "env://TOKEN", "s3cr3t", nil, ""},
-		{"unset", "env://DOCKERHUB_TOKEN", "", credentials.ErrSecretNotFound, "env: DOCKERHUB_TOKEN is not set"},
-		{"empty", "env://EMPTY", "", credentials.ErrInvalidSecret, "env: EMPTY is empty"},
+		{"set", "env://REGCACHE_SECRET_TOKEN", "s3cr3t", nil, ""},
+		{"unset", "env://REGCACHE_SECRET_DOCKERHUB_TOKEN", "", credentials.ErrSecretNotFound, "env: REGCACHE_SECRET_DOCKERHUB_TOKEN is not set"},
+		{"empty", "env://REGCACHE_SECRET_EMPTY", "", credentials.ErrInvalidSecret, "env: REGCACHE_SECRET_EMPTY is empty"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -105,7 +105,7 @@ func TestCloseCancelsVaultLogin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	endpoints, _ := cache.NewEndpoints(nil)
+	endpoints, _ := cache.NewEndpoints(map[string]string{"registry.test": "http://127.0.0.1:1"})
 	m, err := credentials.NewManager(t.Context(), credentials.Options{Records: newMemRecords(), Endpoints: endpoints, Log: logger, Vault: vault,
 		Config: []credentials.Set{{Name: "hub-vault", LoginServer: "registry.test", UsernameSecretRef: "vault://secret/hub#username", PasswordSecretRef: "vault://secret/hub#password"}}})
 	if err != nil {

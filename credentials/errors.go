@@ -32,6 +32,8 @@ var (
 	ErrNoVaultSecrets = errors.New("no vault:// reference")
 	// ErrInUse: cache rules use the set.
 	ErrInUse = errors.New("credential set in use")
+	// ErrTooManySets: creating the set would exceed MaxSets.
+	ErrTooManySets = errors.New("too many credential sets")
 )
 
 // InUseError refuses the deletion of a set that cache rules use.

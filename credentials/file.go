@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -16,11 +17,18 @@ const maxSecretSize = 64 << 10
 // Docker secret. The file is read on every resolution (the resolution cache
 // bounds the rate), so a rotated secret (Kubernetes swaps the mount's
 // symlink, Docker replaces the file) is picked up without a restart.
-type fileResolver struct{}
+type fileResolver struct {
+	locs SecretLocations // with defaults
+}
 
 // Resolve returns the content of the file, without one trailing newline
 // (editors and `echo` add one; Kubernetes Secrets made with --from-file keep it).
-func (fileResolver) Resolve(_ context.Context, r Ref) (string, error) {
+// The file must be in an allowed directory also after its symlinks are
+// resolved (a Kubernetes Secret mount's ..data links stay inside it).
+func (fr fileResolver) Resolve(_ context.Context, r Ref) (string, error) {
+	if err := fr.confined(r.File); err != nil {
+		return "", err
+	}
 	f, err := os.Open(r.File)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -51,6 +59,30 @@ func (fileResolver) Resolve(_ context.Context, r Ref) (string, error) {
 		return "", fail(ErrInvalidSecret, "file %s is empty", r.File)
 	}
 	return v, nil
+}
+
+// confined checks that path, with its symlinks resolved, is inside the
+// allowed directory it names (with that directory's symlinks resolved).
+func (fr fileResolver) confined(path string) error {
+	dir := fr.locs.under(path)
+	if dir == "" {
+		return fail(ErrPermissionDenied, "%s is not under %s (secrets.fileDirs)", path, strings.Join(fr.locs.FileDirs, " or "))
+	}
+	realDir, err := filepath.EvalSymlinks(dir)
+	var real string
+	if err == nil {
+		real, err = filepath.EvalSymlinks(path)
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return fail(ErrSecretNotFound, "file not found: %s", path)
+	}
+	if err != nil {
+		return fail(ErrBackendUnavailable, "resolve %s: %s", path, pathErrText(err))
+	}
+	if !strings.HasPrefix(real, realDir+string(filepath.Separator)) {
+		return fail(ErrPermissionDenied, "%s leads outside %s (through a symlink): regcache reads secrets only inside secrets.fileDirs", path, dir)
+	}
+	return nil
 }
 
 // pathErrText is the reason of a *fs.PathError without repeating the path.

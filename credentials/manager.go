@@ -16,7 +16,6 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +40,10 @@ const (
 	OriginAPI    = cache.OriginAPI
 	OriginConfig = cache.OriginConfig
 )
+
+// MaxSets is the number of credential sets a registry may hold: each is
+// checked against its upstream every health interval.
+const MaxSets = 100
 
 // Defaults of Options.
 const (
@@ -94,6 +97,9 @@ type Options struct {
 	Vault *Vault
 	// LookupEnv resolves env:// references (default os.LookupEnv).
 	LookupEnv func(string) (string, bool)
+	// SecretLocations confine env:// and file:// references (zero values:
+	// the defaults). Login servers must be allowed by Endpoints.
+	SecretLocations SecretLocations
 	// Config are the sets declared in the config file (read-only).
 	Config []Set
 	// InUse names the cache rules that use a set; a set in use cannot be
@@ -117,7 +123,8 @@ type Manager struct {
 	sets      atomic.Pointer[map[string]*entry]
 	resolving singleflight.Group
 	kick      chan string // sets to check soon
-	life      *lifetime   // resolutions, checks and Run, ended by Close
+	valid     validator
+	life      *lifetime // resolutions, checks and Run, ended by Close
 	// ownTransport is set when Transport was made here: Close closes its
 	// idle connections.
 	ownTransport bool
@@ -168,14 +175,18 @@ func NewManager(ctx context.Context, opts Options) (*Manager, error) {
 		opts.CheckTimeout = DefaultCheckTimeout
 	}
 	m := &Manager{opts: opts, kick: make(chan string, 64), life: newLifetime(), ownTransport: ownTransport}
+	if err := opts.SecretLocations.Validate(); err != nil {
+		return nil, err
+	}
+	m.valid = validator{locs: opts.SecretLocations.withDefaults(), upstreams: opts.Endpoints}
 	m.resolvers = map[string]resolver{
-		SchemeFile:  fileResolver{},
+		SchemeFile:  fileResolver{locs: m.valid.locs},
 		SchemeEnv:   envResolver{getenv: opts.LookupEnv},
 		SchemeVault: vaultResolver{opts.Vault},
 	}
 	sets := map[string]*entry{}
 	for _, s := range opts.Config {
-		e, err := newEntry(s, OriginConfig)
+		e, err := m.valid.entry(s, OriginConfig)
 		if err != nil {
 			return nil, fmt.Errorf("config file: credential set %q: %w", s.Name, err)
 		}
@@ -193,7 +204,7 @@ func NewManager(ctx context.Context, opts Options) (*Manager, error) {
 		err := json.Unmarshal(raw, &r)
 		var e *entry
 		if err == nil {
-			e, err = newEntry(Set{Name: r.Name, LoginServer: r.LoginServer, UsernameSecretRef: r.UsernameSecretRef, PasswordSecretRef: r.PasswordSecretRef}, OriginAPI)
+			e, err = m.valid.entry(Set{Name: r.Name, LoginServer: r.LoginServer, UsernameSecretRef: r.UsernameSecretRef, PasswordSecretRef: r.PasswordSecretRef}, OriginAPI)
 		}
 		if err == nil && sets[e.set.Name] != nil {
 			err = fmt.Errorf("a credential set of the config file has this name")
@@ -221,35 +232,6 @@ func (r vaultResolver) Resolve(ctx context.Context, ref Ref) (string, error) {
 		return "", fail(ErrBackendUnavailable, "vault: not configured: set vault.address in the config file or VAULT_ADDR in regcache's environment")
 	}
 	return r.v.Resolve(ctx, ref)
-}
-
-// newEntry validates s and returns it in canonical form.
-func newEntry(s Set, origin string) (*entry, error) {
-	if !cache.ValidName(s.Name) {
-		return nil, &cache.FieldError{Field: "name", Value: s.Name, Reason: cache.NameRule}
-	}
-	switch {
-	case s.LoginServer == "":
-		return nil, &cache.FieldError{Field: "loginServer", Value: s.LoginServer, Reason: "required: the registry host the credentials are for, e.g. docker.io or ghcr.io"}
-	case strings.Contains(s.LoginServer, "://") || strings.Contains(s.LoginServer, "/"):
-		return nil, &cache.FieldError{Field: "loginServer", Value: s.LoginServer, Reason: "give the registry host only, without scheme or path, e.g. docker.io or registry.example.com:5000"}
-	case !cache.ValidHost(s.LoginServer):
-		return nil, &cache.FieldError{Field: "loginServer", Value: s.LoginServer, Reason: "not a valid host[:port], e.g. docker.io or registry.example.com:5000"}
-	}
-	user, err := ParseRef("usernameSecretIdentifier", s.UsernameSecretRef)
-	if err != nil {
-		return nil, err
-	}
-	pass, err := ParseRef("passwordSecretIdentifier", s.PasswordSecretRef)
-	if err != nil {
-		return nil, err
-	}
-	e := &entry{
-		set:  Set{Name: s.Name, LoginServer: cache.CanonicalHost(s.LoginServer), UsernameSecretRef: user.String(), PasswordSecretRef: pass.String(), Origin: origin},
-		user: user, pass: pass,
-		status: Status{State: StateUnknown, Reason: "not checked yet"},
-	}
-	return e, nil
 }
 
 // drop forgets the cached values, so that the next use resolves the
@@ -532,7 +514,7 @@ func (m *Manager) Get(_ context.Context, name string) (Set, error) {
 // reason in its status (grant the Vault policy, then update or wait for the
 // next check).
 func (m *Manager) Create(ctx context.Context, s Set) (Set, error) {
-	e, err := newEntry(s, OriginAPI)
+	e, err := m.valid.entry(s, OriginAPI)
 	if err != nil {
 		return Set{}, err
 	}
@@ -540,6 +522,10 @@ func (m *Manager) Create(ctx context.Context, s Set) (Set, error) {
 	if _, ok := m.get(e.set.Name); ok {
 		m.mu.Unlock()
 		return Set{}, fmt.Errorf("%w: %q: change its secrets with update, or delete it first", ErrExists, e.set.Name)
+	}
+	if n := len(*m.sets.Load()); n >= MaxSets {
+		m.mu.Unlock()
+		return Set{}, fmt.Errorf("%w: this registry already has %d credential sets, the maximum; delete one first", ErrTooManySets, n)
 	}
 	err = m.save(ctx, e)
 	m.mu.Unlock()
@@ -575,7 +561,7 @@ func (m *Manager) Update(ctx context.Context, name, usernameRef, passwordRef str
 	if passwordRef != "" {
 		s.PasswordSecretRef = passwordRef
 	}
-	e, err := newEntry(s, OriginAPI)
+	e, err := m.valid.entry(s, OriginAPI)
 	if err == nil {
 		err = m.save(ctx, e)
 	}
@@ -648,12 +634,20 @@ func (m *Manager) Policy(ctx context.Context, name string) (string, error) {
 	}
 }
 
-// ValidateSets checks sets declared in a config file: each valid, names
-// unique. It does not resolve the references.
-func ValidateSets(sets []Set) error {
+// ValidateSets checks sets declared in a config file: each valid, for an
+// allowed login server, referencing allowed locations, names unique. It
+// does not resolve the references.
+func ValidateSets(sets []Set, locs SecretLocations, upstreams *cache.Endpoints) error {
+	if err := locs.Validate(); err != nil {
+		return err
+	}
+	if len(sets) > MaxSets {
+		return fmt.Errorf("%w: %d credential sets declared, at most %d are allowed", ErrTooManySets, len(sets), MaxSets)
+	}
+	v := validator{locs: locs.withDefaults(), upstreams: upstreams}
 	seen := map[string]bool{}
 	for _, s := range sets {
-		if _, err := newEntry(s, OriginConfig); err != nil {
+		if _, err := v.entry(s, OriginConfig); err != nil {
 			return fmt.Errorf("credential set %q: %w", s.Name, err)
 		}
 		if seen[s.Name] {

@@ -58,7 +58,7 @@ type managerFixture struct {
 
 func newManager(t *testing.T, opts credentials.Options) *managerFixture {
 	t.Helper()
-	f := &managerFixture{env: &env{vars: map[string]string{"HUB_USER": "hub-user", "HUB_PASS": "hub-s3cr3t"}}, records: newMemRecords(), inUse: map[string][]string{}}
+	f := &managerFixture{env: &env{vars: map[string]string{"REGCACHE_SECRET_HUB_USER": "hub-user", "REGCACHE_SECRET_HUB_PASS": "hub-s3cr3t"}}, records: newMemRecords(), inUse: map[string][]string{}}
 	if opts.Records == nil {
 		opts.Records = f.records
 	}
@@ -79,11 +79,11 @@ func newManager(t *testing.T, opts credentials.Options) *managerFixture {
 	return f
 }
 
-var hubSet = credentials.Set{Name: "hub-team", LoginServer: "index.docker.io", UsernameSecretRef: "env://HUB_USER", PasswordSecretRef: "env://HUB_PASS"}
+var hubSet = credentials.Set{Name: "hub-team", LoginServer: "index.docker.io", UsernameSecretRef: "env://REGCACHE_SECRET_HUB_USER", PasswordSecretRef: "env://REGCACHE_SECRET_HUB_PASS"}
 
 func TestManagerLifecycle(t *testing.T) {
 	t.Parallel()
-	cfgSet := credentials.Set{Name: "cfg-ghcr", LoginServer: "ghcr.io", UsernameSecretRef: "env://GHCR_USER", PasswordSecretRef: "file:///run/secrets/ghcr"}
+	cfgSet := credentials.Set{Name: "cfg-ghcr", LoginServer: "ghcr.io", UsernameSecretRef: "env://REGCACHE_SECRET_GHCR_USER", PasswordSecretRef: "file:///run/secrets/ghcr"}
 	f := newManager(t, credentials.Options{Config: []credentials.Set{cfgSet}})
 	ctx := t.Context()
 
@@ -101,7 +101,7 @@ func TestManagerLifecycle(t *testing.T) {
 	if _, err := f.m.Create(ctx, hubSet); !errors.Is(err, credentials.ErrExists) {
 		t.Errorf("second create: %v, want ErrExists", err)
 	}
-	if _, err := f.m.Create(ctx, credentials.Set{Name: "cfg-ghcr", LoginServer: "ghcr.io", UsernameSecretRef: "env://A", PasswordSecretRef: "env://B"}); !errors.Is(err, credentials.ErrExists) {
+	if _, err := f.m.Create(ctx, credentials.Set{Name: "cfg-ghcr", LoginServer: "ghcr.io", UsernameSecretRef: "env://REGCACHE_SECRET_A", PasswordSecretRef: "env://REGCACHE_SECRET_B"}); !errors.Is(err, credentials.ErrExists) {
 		t.Errorf("create over a config set: %v, want ErrExists", err)
 	}
 
@@ -109,11 +109,11 @@ func TestManagerLifecycle(t *testing.T) {
 		set   credentials.Set
 		field string
 	}{
-		{credentials.Set{Name: "abc", LoginServer: "docker.io", UsernameSecretRef: "env://A", PasswordSecretRef: "env://B"}, "name"},
-		{credentials.Set{Name: "valid-name", LoginServer: "", UsernameSecretRef: "env://A", PasswordSecretRef: "env://B"}, "loginServer"},
-		{credentials.Set{Name: "valid-name", LoginServer: "https://docker.io", UsernameSecretRef: "env://A", PasswordSecretRef: "env://B"}, "loginServer"},
-		{credentials.Set{Name: "valid-name", LoginServer: "docker.io", UsernameSecretRef: "plain-user", PasswordSecretRef: "env://B"}, "usernameSecretIdentifier"},
-		{credentials.Set{Name: "valid-name", LoginServer: "docker.io", UsernameSecretRef: "env://A", PasswordSecretRef: "hunter2"}, "passwordSecretIdentifier"},
+		{credentials.Set{Name: "abc", LoginServer: "docker.io", UsernameSecretRef: "env://REGCACHE_SECRET_A", PasswordSecretRef: "env://REGCACHE_SECRET_B"}, "name"},
+		{credentials.Set{Name: "valid-name", LoginServer: "", UsernameSecretRef: "env://REGCACHE_SECRET_A", PasswordSecretRef: "env://REGCACHE_SECRET_B"}, "loginServer"},
+		{credentials.Set{Name: "valid-name", LoginServer: "https://docker.io", UsernameSecretRef: "env://REGCACHE_SECRET_A", PasswordSecretRef: "env://REGCACHE_SECRET_B"}, "loginServer"},
+		{credentials.Set{Name: "valid-name", LoginServer: "docker.io", UsernameSecretRef: "plain-user", PasswordSecretRef: "env://REGCACHE_SECRET_B"}, "usernameSecretIdentifier"},
+		{credentials.Set{Name: "valid-name", LoginServer: "docker.io", UsernameSecretRef: "env://REGCACHE_SECRET_A", PasswordSecretRef: "hunter2"}, "passwordSecretIdentifier"},
 	}
 	for _, tc := range invalid {
 		_, err := f.m.Create(ctx, tc.set)
@@ -127,9 +127,9 @@ func TestManagerLifecycle(t *testing.T) {
 	}
 
 	// Update keeps what is not given; the login server is fixed.
-	f.env.set("HUB_PASS2", "hub-s3cr3t-2")
-	updated, err := f.m.Update(ctx, "hub-team", "", "env://HUB_PASS2")
-	if err != nil || updated.UsernameSecretRef != "env://HUB_USER" || updated.PasswordSecretRef != "env://HUB_PASS2" {
+	f.env.set("REGCACHE_SECRET_HUB_PASS2", "hub-s3cr3t-2")
+	updated, err := f.m.Update(ctx, "hub-team", "", "env://REGCACHE_SECRET_HUB_PASS2")
+	if err != nil || updated.UsernameSecretRef != "env://REGCACHE_SECRET_HUB_USER" || updated.PasswordSecretRef != "env://REGCACHE_SECRET_HUB_PASS2" {
 		t.Fatalf("update: %+v, %v", updated, err)
 	}
 	auth, err := f.m.Authenticator(ctx, "hub-team")
@@ -142,10 +142,10 @@ func TestManagerLifecycle(t *testing.T) {
 	if _, err := f.m.Update(ctx, "hub-team", "", ""); err == nil {
 		t.Errorf("update with nothing succeeded")
 	}
-	if _, err := f.m.Update(ctx, "cfg-ghcr", "env://X", ""); !errors.Is(err, credentials.ErrReadOnly) {
+	if _, err := f.m.Update(ctx, "cfg-ghcr", "env://REGCACHE_SECRET_X", ""); !errors.Is(err, credentials.ErrReadOnly) {
 		t.Errorf("update of a config set: %v, want ErrReadOnly", err)
 	}
-	if _, err := f.m.Update(ctx, "nope-nope", "env://X", ""); !errors.Is(err, credentials.ErrSetNotFound) {
+	if _, err := f.m.Update(ctx, "nope-nope", "env://REGCACHE_SECRET_X", ""); !errors.Is(err, credentials.ErrSetNotFound) {
 		t.Errorf("update of a missing set: %v, want ErrSetNotFound", err)
 	}
 
@@ -156,7 +156,7 @@ func TestManagerLifecycle(t *testing.T) {
 
 	// Persisted across a restart; the config set comes from the config.
 	g := newManager(t, credentials.Options{Records: f.records, Config: []credentials.Set{cfgSet}})
-	if s, err := g.m.Get(ctx, "hub-team"); err != nil || s.PasswordSecretRef != "env://HUB_PASS2" || s.Origin != credentials.OriginAPI {
+	if s, err := g.m.Get(ctx, "hub-team"); err != nil || s.PasswordSecretRef != "env://REGCACHE_SECRET_HUB_PASS2" || s.Origin != credentials.OriginAPI {
 		t.Errorf("after reload: %+v, %v", s, err)
 	}
 	if strings.Contains(f.records.dump(), "hub-s3cr3t") || strings.Contains(f.records.dump(), "hub-user\"") {
@@ -193,18 +193,19 @@ func TestManagerLifecycle(t *testing.T) {
 
 func TestManagerConfigSets(t *testing.T) {
 	t.Parallel()
+	anyUpstream, _ := cache.NewEndpoints(nil)
 	dup := []credentials.Set{hubSet, hubSet}
-	if err := credentials.ValidateSets(dup); err == nil || !strings.Contains(err.Error(), "twice") {
+	if err := credentials.ValidateSets(dup, credentials.SecretLocations{}, anyUpstream); err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Errorf("duplicate config sets: %v", err)
 	}
-	bad := []credentials.Set{{Name: "cfg-bad", LoginServer: "docker.io", UsernameSecretRef: "env://U", PasswordSecretRef: "s3cr3t-in-config"}}
-	err := credentials.ValidateSets(bad)
+	bad := []credentials.Set{{Name: "cfg-bad", LoginServer: "docker.io", UsernameSecretRef: "env://REGCACHE_SECRET_U", PasswordSecretRef: "s3cr3t-in-config"}}
+	err := credentials.ValidateSets(bad, credentials.SecretLocations{}, anyUpstream)
 	if err == nil || !strings.Contains(err.Error(), "cfg-bad") || strings.Contains(err.Error(), "s3cr3t-in-config") {
 		t.Errorf("a literal secret in the config: %v (must name the set, not echo the value)", err)
 	}
 	// A stored set with the name of a config set is skipped, not fatal.
 	records := newMemRecords()
-	records.PutRecord(t.Context(), "credential-sets", "hub-team", []byte(`{"name":"hub-team","loginServer":"docker.io","usernameSecretIdentifier":"env://X","passwordSecretIdentifier":"env://Y"}`))
+	records.PutRecord(t.Context(), "credential-sets", "hub-team", []byte(`{"name":"hub-team","loginServer":"docker.io","usernameSecretIdentifier":"env://REGCACHE_SECRET_X","passwordSecretIdentifier":"env://REGCACHE_SECRET_Y"}`))
 	records.PutRecord(t.Context(), "credential-sets", "broken-one", []byte(`{not json`))
 	f := newManager(t, credentials.Options{Records: records, Config: []credentials.Set{hubSet}})
 	if s, err := f.m.Get(t.Context(), "hub-team"); err != nil || s.Origin != credentials.OriginConfig {
@@ -305,7 +306,7 @@ func TestHealth(t *testing.T) {
 	endpoints, _ := cache.NewEndpoints(map[string]string{"registry.test": up.URL})
 	f := newManager(t, credentials.Options{Endpoints: endpoints, HealthInterval: 20 * time.Millisecond})
 	ctx := t.Context()
-	set := credentials.Set{Name: "private", LoginServer: "registry.test", UsernameSecretRef: "env://HUB_USER", PasswordSecretRef: "env://HUB_PASS"}
+	set := credentials.Set{Name: "private", LoginServer: "registry.test", UsernameSecretRef: "env://REGCACHE_SECRET_HUB_USER", PasswordSecretRef: "env://REGCACHE_SECRET_HUB_PASS"}
 	s, err := f.m.Create(ctx, set)
 	if err != nil || s.Status.State != credentials.StateHealthy || s.Status.Reason != "" || s.Status.CheckedAt.IsZero() {
 		t.Fatalf("create: %+v, %v; want Healthy, verified", s, err)
@@ -315,9 +316,9 @@ func TestHealth(t *testing.T) {
 	}
 
 	// Wrong password: created (the operator fixes the secret), Unhealthy.
-	f.env.set("WRONG_PASS", "not-the-password")
+	f.env.set("REGCACHE_SECRET_WRONG_PASS", "not-the-password")
 	bad := set
-	bad.Name, bad.PasswordSecretRef = "private-wrong", "env://WRONG_PASS"
+	bad.Name, bad.PasswordSecretRef = "private-wrong", "env://REGCACHE_SECRET_WRONG_PASS"
 	s, err = f.m.Create(ctx, bad)
 	if err != nil || s.Status.State != credentials.StateUnhealthy || s.Status.Reason != "upstream registry.test rejected the credentials" {
 		t.Fatalf("create with a wrong password: %+v, %v", s, err)
@@ -341,14 +342,14 @@ func TestHealth(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	f.env.set("HUB_PASS", "")
-	waitStatus("private", credentials.StateUnhealthy, "env: HUB_PASS is not set")
+	f.env.set("REGCACHE_SECRET_HUB_PASS", "")
+	waitStatus("private", credentials.StateUnhealthy, "env: REGCACHE_SECRET_HUB_PASS is not set")
 	if _, err := f.m.Authenticator(ctx, "private"); err == nil || !strings.Contains(err.Error(), `"private"`) {
 		t.Fatalf("pull through an unhealthy set: %v, want an error naming the set", err)
 	}
-	f.env.set("HUB_PASS", "hub-s3cr3t")
+	f.env.set("REGCACHE_SECRET_HUB_PASS", "hub-s3cr3t")
 	waitStatus("private", credentials.StateHealthy, "")
-	f.env.set("WRONG_PASS", "hub-s3cr3t") // the operator fixed the other secret
+	f.env.set("REGCACHE_SECRET_WRONG_PASS", "hub-s3cr3t") // the operator fixed the other secret
 	waitStatus("private-wrong", credentials.StateHealthy, "")
 	up.password.Store("rotated-upstream") // the upstream changed the password
 	waitStatus("private", credentials.StateUnhealthy, "upstream registry.test rejected the credentials")
@@ -365,7 +366,7 @@ func TestHealth(t *testing.T) {
 func TestManagerPolicy(t *testing.T) {
 	t.Parallel()
 	ctx := t.Context()
-	vaultSet := credentials.Set{Name: "hub-vault", LoginServer: "docker.io", UsernameSecretRef: "vault://secret/regcache/hub#username", PasswordSecretRef: "env://HUB_PASS"}
+	vaultSet := credentials.Set{Name: "hub-vault", LoginServer: "docker.io", UsernameSecretRef: "vault://secret/regcache/hub#username", PasswordSecretRef: "env://REGCACHE_SECRET_HUB_PASS"}
 	tests := []struct {
 		name    string
 		sets    []credentials.Set

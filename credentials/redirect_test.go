@@ -108,8 +108,10 @@ func TestAuthorizationNotForwardedToRedirectedBlobHost(t *testing.T) {
 			endpoints, _ := cache.NewEndpoints(map[string]string{"registry.test": up.URL})
 			mgr, err := credentials.NewManager(ctx, credentials.Options{
 				Records: meta, Endpoints: endpoints, Log: logger,
-				LookupEnv: func(k string) (string, bool) { return map[string]string{"U": user, "P": password}[k], true },
-				Config:    []credentials.Set{{Name: "team-set", LoginServer: "registry.test", UsernameSecretRef: "env://U", PasswordSecretRef: "env://P"}},
+				LookupEnv: func(k string) (string, bool) {
+					return map[string]string{"REGCACHE_SECRET_U": user, "REGCACHE_SECRET_P": password}[k], true
+				},
+				Config: []credentials.Set{{Name: "team-set", LoginServer: "registry.test", UsernameSecretRef: "env://REGCACHE_SECRET_U", PasswordSecretRef: "env://REGCACHE_SECRET_P"}},
 			})
 			if err != nil {
 				t.Fatal(err)

@@ -18,7 +18,7 @@ const (
 
 // acceptedForms is quoted by every reference parse error.
 const acceptedForms = "vault://<mount>/<path>#<field> (HashiCorp Vault KV v2, e.g. vault://secret/regcache/dockerhub#password), " +
-	"file:///<absolute path> (e.g. file:///run/secrets/dockerhub-password) or env://<NAME> (e.g. env://DOCKERHUB_TOKEN)"
+	"file:///<absolute path> (e.g. file:///run/secrets/dockerhub-password) or env://<NAME> (e.g. env://REGCACHE_SECRET_DOCKERHUB_TOKEN)"
 
 var (
 	envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)

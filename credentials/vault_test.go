@@ -314,7 +314,7 @@ func TestVaultKubernetesAuth(t *testing.T) {
 	if _, err := admin.KVv2("secret").Put(t.Context(), "regcache/hub", map[string]any{"password": password}); err != nil {
 		t.Fatal(err)
 	}
-	policy, _ := credentials.Policy(credentials.Set{Name: "hub", UsernameSecretRef: "env://U", PasswordSecretRef: "vault://secret/regcache/hub#password"})
+	policy, _ := credentials.Policy(credentials.Set{Name: "hub", UsernameSecretRef: "env://REGCACHE_SECRET_U", PasswordSecretRef: "vault://secret/regcache/hub#password"})
 	if err := admin.Sys().PutPolicy("regcache", policy); err != nil {
 		t.Fatal(err)
 	}

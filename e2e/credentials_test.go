@@ -138,7 +138,7 @@ var credBackends = []credBackend{
 		setup: func(t *testing.T, f *credFlow) (string, string, []string, []string) {
 			os.WriteFile(filepath.Join(f.dir, "username"), []byte(f.user+"\n"), 0o600)
 			os.WriteFile(filepath.Join(f.dir, "password"), []byte(f.pass1+"\n"), 0o600)
-			return "file://" + filepath.Join(f.dir, "username"), "file://" + filepath.Join(f.dir, "password"), nil, nil
+			return "file://" + filepath.Join(f.dir, "username"), "file://" + filepath.Join(f.dir, "password"), []string{"--secret-file-dir", f.dir}, nil
 		},
 		rotate: func(t *testing.T, f *credFlow) { writeAtomic(t, filepath.Join(f.dir, "password"), f.pass2+"\n") },
 		breakIt: func(t *testing.T, f *credFlow) string {
@@ -149,17 +149,17 @@ var credBackends = []credBackend{
 	{
 		name: "env",
 		setup: func(t *testing.T, f *credFlow) (string, string, []string, []string) {
-			return "env://E2E_HUB_USER", "env://E2E_HUB_PASS", nil,
-				[]string{"E2E_HUB_USER=" + f.user, "E2E_HUB_PASS=" + f.pass1, "E2E_HUB_PASS_NEXT=" + f.pass2}
+			return "env://REGCACHE_SECRET_E2E_HUB_USER", "env://REGCACHE_SECRET_E2E_HUB_PASS", nil,
+				[]string{"REGCACHE_SECRET_E2E_HUB_USER=" + f.user, "REGCACHE_SECRET_E2E_HUB_PASS=" + f.pass1, "REGCACHE_SECRET_E2E_HUB_PASS_NEXT=" + f.pass2}
 		},
 		// A process's environment is fixed: rotating an env:// secret is
 		// pointing the set at a variable holding the new value.
 		rotate: func(t *testing.T, f *credFlow) {
-			f.must(t, "credential-set", "update", "-n", "HubCreds", "-p", "env://E2E_HUB_PASS_NEXT")
+			f.must(t, "credential-set", "update", "-n", "HubCreds", "-p", "env://REGCACHE_SECRET_E2E_HUB_PASS_NEXT")
 		},
 		breakIt: func(t *testing.T, f *credFlow) string {
-			f.must(t, "credential-set", "update", "-n", "HubCreds", "-p", "env://E2E_HUB_PASS_UNSET")
-			return "env: E2E_HUB_PASS_UNSET is not set"
+			f.must(t, "credential-set", "update", "-n", "HubCreds", "-p", "env://REGCACHE_SECRET_E2E_HUB_PASS_UNSET")
+			return "env: REGCACHE_SECRET_E2E_HUB_PASS_UNSET is not set"
 		},
 	},
 	{

@@ -78,6 +78,7 @@ var adminErrors = []struct {
 	{cache.ErrReadOnly, "READ_ONLY", http.StatusConflict},
 	{credentials.ErrReadOnly, "READ_ONLY", http.StatusConflict},
 	{cache.ErrTooManyRules, "LIMIT_REACHED", http.StatusConflict},
+	{credentials.ErrTooManySets, "LIMIT_REACHED", http.StatusConflict},
 	{errBadRequest, "BAD_REQUEST", http.StatusBadRequest},
 	{errTooLarge, "TOO_LARGE", http.StatusRequestEntityTooLarge},
 }

@@ -40,12 +40,12 @@ func newCredStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	environment := map[string]string{"HUB_USER": "hub-user", "HUB_PASS": "hub-s3cr3t"}
+	environment := map[string]string{"REGCACHE_SECRET_HUB_USER": "hub-user", "REGCACHE_SECRET_HUB_PASS": "hub-s3cr3t"}
 	var store *cache.Store
 	mgr, err := credentials.NewManager(ctx, credentials.Options{
 		Records: meta, Endpoints: endpoints, Log: logger,
 		LookupEnv: func(k string) (string, bool) { v, ok := environment[k]; return v, ok },
-		Config:    []credentials.Set{{Name: "cfg-set", LoginServer: "docker.io", UsernameSecretRef: "env://HUB_USER", PasswordSecretRef: "vault://secret/cfg#password"}},
+		Config:    []credentials.Set{{Name: "cfg-set", LoginServer: "docker.io", UsernameSecretRef: "env://REGCACHE_SECRET_HUB_USER", PasswordSecretRef: "vault://secret/cfg#password"}},
 		InUse: func(set string) []string {
 			var names []string
 			for _, r := range store.List() {
@@ -83,7 +83,7 @@ func TestCredentialSetsAdmin(t *testing.T) {
 		code                     string // error code, or "" for success
 		check                    func(t *testing.T, body []byte)
 	}{
-		{"create", "POST", setsPath, `{"name":"hub-team","loginServer":"registry-1.docker.io","usernameSecretIdentifier":"env://HUB_USER","passwordSecretIdentifier":"env://HUB_PASS"}`, 201, "",
+		{"create", "POST", setsPath, `{"name":"hub-team","loginServer":"registry-1.docker.io","usernameSecretIdentifier":"env://REGCACHE_SECRET_HUB_USER","passwordSecretIdentifier":"env://REGCACHE_SECRET_HUB_PASS"}`, 201, "",
 			func(t *testing.T, b []byte) {
 				var set credentials.Set
 				json.Unmarshal(b, &set)
@@ -91,8 +91,8 @@ func TestCredentialSetsAdmin(t *testing.T) {
 					t.Errorf("created %s", b)
 				}
 			}},
-		{"create again", "POST", setsPath, `{"name":"hub-team","loginServer":"docker.io","usernameSecretIdentifier":"env://A","passwordSecretIdentifier":"env://B"}`, 409, "CONFLICT", nil},
-		{"create with a literal secret", "POST", setsPath, `{"name":"literal","loginServer":"docker.io","usernameSecretIdentifier":"env://A","passwordSecretIdentifier":"hunter2hunter2"}`, 400, "INVALID_FIELD",
+		{"create again", "POST", setsPath, `{"name":"hub-team","loginServer":"docker.io","usernameSecretIdentifier":"env://REGCACHE_SECRET_A","passwordSecretIdentifier":"env://REGCACHE_SECRET_B"}`, 409, "CONFLICT", nil},
+		{"create with a literal secret", "POST", setsPath, `{"name":"literal","loginServer":"docker.io","usernameSecretIdentifier":"env://REGCACHE_SECRET_A","passwordSecretIdentifier":"hunter2hunter2"}`, 400, "INVALID_FIELD",
 			func(t *testing.T, b []byte) {
 				var e adminError
 				json.Unmarshal(b, &e)
@@ -100,7 +100,7 @@ func TestCredentialSetsAdmin(t *testing.T) {
 					t.Errorf("body %s: want the field, the accepted forms and not the value", b)
 				}
 			}},
-		{"create with a bad reference", "POST", setsPath, `{"name":"bad-ref","loginServer":"docker.io","usernameSecretIdentifier":"vault://secret/x","passwordSecretIdentifier":"env://B"}`, 400, "INVALID_FIELD",
+		{"create with a bad reference", "POST", setsPath, `{"name":"bad-ref","loginServer":"docker.io","usernameSecretIdentifier":"vault://secret/x","passwordSecretIdentifier":"env://REGCACHE_SECRET_B"}`, 400, "INVALID_FIELD",
 			func(t *testing.T, b []byte) {
 				var e adminError
 				json.Unmarshal(b, &e)
@@ -109,11 +109,11 @@ func TestCredentialSetsAdmin(t *testing.T) {
 				}
 			}},
 		{"create with unknown field", "POST", setsPath, `{"name":"x-set","password":"oops"}`, 400, "BAD_REQUEST", nil},
-		{"create unresolvable", "POST", setsPath, `{"name":"broken","loginServer":"docker.io","usernameSecretIdentifier":"env://HUB_USER","passwordSecretIdentifier":"env://NOPE"}`, 201, "",
+		{"create unresolvable", "POST", setsPath, `{"name":"broken","loginServer":"docker.io","usernameSecretIdentifier":"env://REGCACHE_SECRET_HUB_USER","passwordSecretIdentifier":"env://REGCACHE_SECRET_NOPE"}`, 201, "",
 			func(t *testing.T, b []byte) {
 				var set credentials.Set
 				json.Unmarshal(b, &set)
-				if set.Status.State != "Unhealthy" || set.Status.Reason != "env: NOPE is not set in regcache's environment" {
+				if set.Status.State != "Unhealthy" || set.Status.Reason != "env: REGCACHE_SECRET_NOPE is not set in regcache's environment" {
 					t.Errorf("created %s: want Unhealthy with the reason", b)
 				}
 			}},
@@ -136,11 +136,11 @@ func TestCredentialSetsAdmin(t *testing.T) {
 			func(t *testing.T, b []byte) {
 				var set credentials.Set
 				json.Unmarshal(b, &set)
-				if set.UsernameSecretRef != "env://HUB_USER" || set.PasswordSecretRef != "vault://secret/regcache/hub#password" || set.Status.State != "Unhealthy" {
+				if set.UsernameSecretRef != "env://REGCACHE_SECRET_HUB_USER" || set.PasswordSecretRef != "vault://secret/regcache/hub#password" || set.Status.State != "Unhealthy" {
 					t.Errorf("updated %s", b)
 				}
 			}},
-		{"update config set", "PATCH", setsPath + "/cfg-set", `{"usernameSecretIdentifier":"env://X"}`, 409, "READ_ONLY", nil},
+		{"update config set", "PATCH", setsPath + "/cfg-set", `{"usernameSecretIdentifier":"env://REGCACHE_SECRET_X"}`, 409, "READ_ONLY", nil},
 		{"policy", "GET", setsPath + "/hub-team/policy", "", 200, "",
 			func(t *testing.T, b []byte) {
 				if !strings.Contains(string(b), "path \"secret/data/regcache/hub\" {\n  capabilities = [\"read\"]\n}") {
@@ -209,7 +209,7 @@ func TestUnhealthySetPull(t *testing.T) {
 	t.Parallel()
 	s := newCredStack(t)
 	for _, st := range []struct{ method, path, body string }{
-		{"POST", setsPath, `{"name":"broken","loginServer":"docker.io","usernameSecretIdentifier":"env://HUB_USER","passwordSecretIdentifier":"file:///nonexistent/regcache/password"}`},
+		{"POST", setsPath, `{"name":"broken","loginServer":"docker.io","usernameSecretIdentifier":"env://REGCACHE_SECRET_HUB_USER","passwordSecretIdentifier":"file:///run/secrets/nonexistent/regcache/password"}`},
 		{"POST", rulesPath, `{"name":"app-rule","sourceRepository":"docker.io/library/app","targetRepository":"app","credentialSetName":"broken"}`},
 	} {
 		if resp, body := admin(t, s, st.method, st.path, st.body); resp.StatusCode != 201 {
@@ -218,7 +218,7 @@ func TestUnhealthySetPull(t *testing.T) {
 	}
 	resp, body := do(t, "GET", s.url+"/v2/app/manifests/v1", nil, nil)
 	if resp.StatusCode != 401 || !strings.Contains(string(body), `"UNAUTHORIZED"`) || !strings.Contains(string(body), `credential set \"broken\"`) ||
-		!strings.Contains(string(body), "file not found: /nonexistent/regcache/password") {
+		!strings.Contains(string(body), "file not found: /run/secrets/nonexistent/regcache/password") {
 		t.Fatalf("pull: %d %s; want UNAUTHORIZED naming the set and the reason", resp.StatusCode, body)
 	}
 }

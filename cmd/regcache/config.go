@@ -52,6 +52,12 @@ type Config struct {
 	// secrets, never secrets); read-only through the admin API. Rules of
 	// this file may use them.
 	CredentialSets []credentials.Set `yaml:"credentialSets"`
+	// Secrets confine what credential sets may reference: env:// variables
+	// starting with envPrefix (--secret-env-prefix,
+	// REGCACHE_SECRETS_ENV_PREFIX; default REGCACHE_SECRET_) and file://
+	// files under fileDirs (--secret-file-dir, repeatable;
+	// REGCACHE_SECRETS_FILE_DIRS, comma-separated; default /run/secrets).
+	Secrets credentials.SecretLocations `yaml:"secrets"`
 	// Vault tells how to reach and log in to HashiCorp Vault for vault://
 	// references (default: the standard VAULT_* environment).
 	Vault credentials.VaultConfig `yaml:"vault"`
@@ -88,6 +94,8 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.StringArray("upstream", nil, "login server to endpoint URL, e.g. docker.io=https://mirror.example.com or ghcr.io=http://127.0.0.1:5001; repeatable (env REGCACHE_UPSTREAM, comma-separated)")
 	fs.StringArray("allow-upstream", nil, "login server rules and credential sets may name besides the well-known registries and those given by --upstream, e.g. registry.example.com or *.corp.example.com; repeatable (env REGCACHE_ALLOW_UPSTREAM, comma-separated)")
 	fs.String("default-registry", "", "login server that names matching no rule belong to, e.g. docker.io when regcache is Docker's registry-mirror (env REGCACHE_DEFAULT_REGISTRY)")
+	fs.String("secret-env-prefix", "", "env:// secret references must name a variable starting with this (env REGCACHE_SECRETS_ENV_PREFIX; default "+credentials.DefaultEnvPrefix+")")
+	fs.StringArray("secret-file-dir", nil, "file:// secret references must name a file under this directory; repeatable (env REGCACHE_SECRETS_FILE_DIRS, comma-separated; default "+credentials.DefaultFileDir+")")
 	fs.Duration("credential-cache-ttl", 0, "how long resolved credential set secrets are reused (env REGCACHE_CREDENTIAL_CACHE_TTL; default 5m)")
 	fs.Duration("credential-health-interval", 0, "period of credential set health checks (env REGCACHE_CREDENTIAL_HEALTH_INTERVAL; default 1m)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
@@ -179,6 +187,13 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	}
 	allow, _ := fs.GetStringArray("allow-upstream")
 	cfg.AllowedUpstreams = append(cfg.AllowedUpstreams, allow...)
+	str(&cfg.Secrets.EnvPrefix, "secret-env-prefix", "REGCACHE_SECRETS_ENV_PREFIX")
+	if v := getenv("REGCACHE_SECRETS_FILE_DIRS"); v != "" {
+		cfg.Secrets.FileDirs = strings.Split(v, ",")
+	}
+	if fs.Changed("secret-file-dir") {
+		cfg.Secrets.FileDirs, _ = fs.GetStringArray("secret-file-dir")
+	}
 	return cfg, cfg.validate()
 }
 
@@ -265,7 +280,11 @@ func (c Config) validateCredentials() error {
 	if err := c.Vault.Validate(); err != nil {
 		return err
 	}
-	if err := credentials.ValidateSets(c.CredentialSets); err != nil {
+	endpoints, err := cache.NewEndpoints(c.Upstreams, c.AllowedUpstreams...)
+	if err != nil {
+		return err
+	}
+	if err := credentials.ValidateSets(c.CredentialSets, c.Secrets, endpoints); err != nil {
 		return fmt.Errorf("credentialSets: %w", err)
 	}
 	return nil

@@ -17,14 +17,15 @@ func newCredentials(ctx context.Context, cfg Config, records cache.Records, endp
 		return nil, err
 	}
 	return credentials.NewManager(ctx, credentials.Options{
-		Records:        records,
-		Endpoints:      endpoints,
-		Vault:          vault,
-		Config:         cfg.CredentialSets,
-		InUse:          inUse,
-		CacheTTL:       cfg.CredentialCacheTTL,
-		HealthInterval: cfg.CredentialHealthInterval,
-		Log:            log,
+		Records:         records,
+		Endpoints:       endpoints,
+		Vault:           vault,
+		Config:          cfg.CredentialSets,
+		SecretLocations: cfg.Secrets,
+		InUse:           inUse,
+		CacheTTL:        cfg.CredentialCacheTTL,
+		HealthInterval:  cfg.CredentialHealthInterval,
+		Log:             log,
 	})
 }
 

@@ -36,7 +36,7 @@ func newCredCLIServer(t *testing.T) string {
 	mgr, err := credentials.NewManager(ctx, credentials.Options{
 		Records: meta, Endpoints: endpoints, Log: logger, CheckTimeout: 2 * time.Second,
 		LookupEnv: func(k string) (string, bool) {
-			return map[string]string{"U": "cli-user", "P": "cli-s3cr3t"}[k], k == "U" || k == "P"
+			return map[string]string{"REGCACHE_SECRET_U": "cli-user", "REGCACHE_SECRET_P": "cli-s3cr3t"}[k], k == "REGCACHE_SECRET_U" || k == "REGCACHE_SECRET_P"
 		},
 		InUse: func(set string) []string { return rulesUsing(store, set) },
 	})
@@ -76,11 +76,11 @@ func TestCredentialSetCLI(t *testing.T) {
 		return out
 	}
 	var set credentials.Set
-	out := must("credential-set", "create", "-n", "HubSet", "-l", "docker.io", "-u", "env://U", "-p", "env://P")
-	if err := json.Unmarshal([]byte(out), &set); err != nil || set.Name != "HubSet" || set.UsernameSecretRef != "env://U" || set.Status.State != "Healthy" {
+	out := must("credential-set", "create", "-n", "HubSet", "-l", "docker.io", "-u", "env://REGCACHE_SECRET_U", "-p", "env://REGCACHE_SECRET_P")
+	if err := json.Unmarshal([]byte(out), &set); err != nil || set.Name != "HubSet" || set.UsernameSecretRef != "env://REGCACHE_SECRET_U" || set.Status.State != "Healthy" {
 		t.Fatalf("create output %s (%v)", out, err)
 	}
-	if _, err := cli("credential-set", "create", "-n", "Literal", "-l", "docker.io", "-u", "env://U", "-p", "my-password-literal"); err == nil ||
+	if _, err := cli("credential-set", "create", "-n", "Literal", "-l", "docker.io", "-u", "env://REGCACHE_SECRET_U", "-p", "my-password-literal"); err == nil ||
 		strings.Contains(err.Error(), "my-password-literal") || !strings.Contains(err.Error(), "INVALID_FIELD") {
 		t.Errorf("create with a literal secret: %v", err)
 	}
@@ -95,7 +95,7 @@ func TestCredentialSetCLI(t *testing.T) {
 		t.Errorf("show table:\n%s", out)
 	}
 	out = must("credential-set", "update", "-n", "HubSet", "-p", "file:///run/secrets/hub")
-	if json.Unmarshal([]byte(out), &set); set.PasswordSecretRef != "file:///run/secrets/hub" || set.UsernameSecretRef != "env://U" || set.Status.State != "Unhealthy" {
+	if json.Unmarshal([]byte(out), &set); set.PasswordSecretRef != "file:///run/secrets/hub" || set.UsernameSecretRef != "env://REGCACHE_SECRET_U" || set.Status.State != "Unhealthy" {
 		t.Errorf("update output %s", out)
 	}
 	if _, err := cli("credential-set", "update", "-n", "HubSet"); err == nil {
@@ -160,8 +160,8 @@ rules:
 		t.Errorf("config %+v", cfg)
 	}
 	bad := []struct{ yaml, want string }{
-		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://U\n    passwordSecret: plain-password-in-config\n", "passwordSecretIdentifier"},
-		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://U\n    password: x\n", "field password not found"},
+		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://REGCACHE_SECRET_U\n    passwordSecret: plain-password-in-config\n", "passwordSecretIdentifier"},
+		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://REGCACHE_SECRET_U\n    password: x\n", "field password not found"},
 		{"vault:\n  auth: approle\n", "roleId"},
 		{"vault:\n  token: s.abc\n", "field token not found"},
 		{"credentialHealthInterval: -1s\n", "must be positive"},
@@ -186,7 +186,7 @@ func TestConfigRulesNeedTheirSets(t *testing.T) {
 	t.Parallel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	endpoints, _ := cache.NewEndpoints(nil)
-	hub := credentials.Set{Name: "hub-cfg", LoginServer: "docker.io", UsernameSecretRef: "env://U", PasswordSecretRef: "env://P"}
+	hub := credentials.Set{Name: "hub-cfg", LoginServer: "docker.io", UsernameSecretRef: "env://REGCACHE_SECRET_U", PasswordSecretRef: "env://REGCACHE_SECRET_P"}
 	tests := []struct {
 		rule cache.Rule
 		want string

@@ -29,7 +29,12 @@ Give references, never secrets:
 
   vault://<mount>/<path>#<field>   HashiCorp Vault KV v2 (read at <mount>/data/<path>)
   file:///run/secrets/password     a mounted Kubernetes Secret or Docker secret
-  env://DOCKERHUB_TOKEN            a variable of the regcache server's environment
+                                   (under the server's --secret-file-dir, default /run/secrets)
+  env://REGCACHE_SECRET_TOKEN      a variable of the regcache server's environment
+                                   (starting with --secret-env-prefix, default REGCACHE_SECRET_)
+
+The login server must be one the server allows: the well-known public
+registries, those given an endpoint with --upstream, and --allow-upstream.
 
 A cache rule uses a set with "regcache cache create ... -c NAME". Each set is
 Healthy or Unhealthy with a reason, checked at create and update, periodically
@@ -51,7 +56,7 @@ func credSetCreateCmd(getenv func(string) string) *cobra.Command {
 		Short: "Create a credential set",
 		Example: `  regcache credential-set create -n DockerHub -l docker.io \
     -u vault://secret/regcache/dockerhub#username -p vault://secret/regcache/dockerhub#password
-  regcache credential-set create -n Ghcr -l ghcr.io -u env://GHCR_USER -p file:///run/secrets/ghcr-token`,
+  regcache credential-set create -n Ghcr -l ghcr.io -u env://REGCACHE_SECRET_GHCR_USER -p file:///run/secrets/ghcr-token`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := newAdminClient(cmd, getenv)
@@ -83,7 +88,7 @@ func credSetUpdateCmd(getenv func(string) string) *cobra.Command {
 		Use:   "update",
 		Short: "Change the username and/or password secret reference of a credential set",
 		Example: `  regcache credential-set update -n DockerHub -p vault://secret/regcache/dockerhub-v2#password
-  regcache credential-set update -n DockerHub -u env://HUB_USER -p env://HUB_TOKEN`,
+  regcache credential-set update -n DockerHub -u env://REGCACHE_SECRET_HUB_USER -p env://REGCACHE_SECRET_HUB_TOKEN`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if user == "" && pass == "" {
