@@ -251,3 +251,71 @@ func TestUpstreamAliases(t *testing.T) {
 		t.Fatalf("two aliases of docker.io in the file: err = %v, want 'listed twice'", err)
 	}
 }
+
+// TestUnknownConfigKeys: a key the config file does not know is refused
+// with what an operator needs to fix it: the file, the line, where the key
+// is, a close match when there is one, and the keys accepted there (never
+// Go type names).
+func TestUnknownConfigKeys(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		file string
+		want []string
+	}{
+		{
+			name: "top level typo",
+			file: "listen: \":5000\"\nrulez: []\n",
+			want: []string{`line 2: unknown key "rulez" at the top level (did you mean "rules"?)`,
+				"accepted keys: adminTokenFile, credentialCacheTTL, credentialHealthInterval, credentialSets, dataDir, defaultRegistry, listen, logFormat, logLevel, rules, upstreams, vault"},
+		},
+		{
+			name: "case",
+			file: "datadir: /var/lib/regcache\n",
+			want: []string{`line 1: unknown key "datadir" at the top level (did you mean "dataDir"?)`},
+		},
+		{
+			name: "rule key",
+			file: "rules:\n  - name: ubuntu\n    source: docker.io/library/ubuntu\n    target: ubuntu\n  - name: alpine\n    sourceRepository: docker.io/library/alpine\n    target: alpine\n",
+			want: []string{`line 6: unknown key "sourceRepository" in rules[1]`, "accepted keys: credentialSet, name, source, tagTTL, target"},
+		},
+		{
+			name: "rule origin",
+			file: "rules:\n  - name: ubuntu\n    source: docker.io/library/ubuntu\n    target: ubuntu\n    origin: api\n",
+			want: []string{`line 5: unknown key "origin" in rules[0]`},
+		},
+		{
+			name: "credential set key",
+			file: "credentialSets:\n  - name: hub\n    loginServer: docker.io\n    usernameSecret: env://U\n    password: x\n",
+			want: []string{`line 5: unknown key "password" in credentialSets[0]`, "accepted keys: loginServer, name, passwordSecret, usernameSecret"},
+		},
+		{
+			name: "vault key",
+			file: "vault:\n  address: https://vault.example.com:8200\n  token: s.abc\n",
+			want: []string{`line 3: unknown key "token" in vault`, "tokenFile"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeFile(t, "config.yaml", tt.file)
+			_, err := parseServe(t, []string{"--config", path}, nil)
+			if err == nil {
+				t.Fatal("loadConfig accepted an unknown key")
+			}
+			for _, w := range append([]string{"config file " + path + ", "}, tt.want...) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			for _, bad := range []string{"main.Config", "cache.Rule", "credentials.", "not found in type"} {
+				if strings.Contains(err.Error(), bad) {
+					t.Errorf("error %q speaks of Go types (%q)", err, bad)
+				}
+			}
+			if strings.Contains(err.Error(), "s.abc") {
+				t.Errorf("error %q repeats a value", err)
+			}
+		})
+	}
+}

@@ -161,9 +161,9 @@ rules:
 	}
 	bad := []struct{ yaml, want string }{
 		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://U\n    passwordSecret: plain-password-in-config\n", "passwordSecretIdentifier"},
-		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://U\n    password: x\n", "field password not found"},
+		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://U\n    password: x\n", `unknown key "password"`},
 		{"vault:\n  auth: approle\n", "roleId"},
-		{"vault:\n  token: s.abc\n", "field token not found"},
+		{"vault:\n  token: s.abc\n", `unknown key "token"`},
 		{"credentialHealthInterval: -1s\n", "must be positive"},
 	}
 	for _, tc := range bad {
