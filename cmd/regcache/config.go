@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -176,6 +178,11 @@ func readConfigFile(path string, cfg *Config) error {
 func (c Config) validate() error {
 	if c.Listen == "" {
 		return errors.New("listen: must not be empty, e.g. :5000 or 127.0.0.1:5000")
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen %q: want [host]:port, e.g. :5000 or 127.0.0.1:5000", c.Listen)
+	} else if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
+		return fmt.Errorf("listen %q: the port must be between 0 and 65535", c.Listen)
 	}
 	if c.DataDir == "" {
 		return errors.New("dataDir: must not be empty, e.g. ./regcache-data or /var/lib/regcache")

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/regcache/regcache/cache"
@@ -20,11 +21,36 @@ import (
 	"github.com/regcache/regcache/storage"
 )
 
-// serve runs the registry until ctx is cancelled.
+// serve runs the registry until ctx is cancelled. The listener is bound
+// before anything is written, and a start that fails removes the data
+// directory it created, so a mistyped address or a taken port leaves
+// nothing behind.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
-		return fmt.Errorf("data directory: %w", err)
+	ln, err := listen(cfg.Listen)
+	if err != nil {
+		return err
 	}
+	defer ln.Close() // closed by Shutdown once serving; this is for a failed start
+	created, err := makeDataDir(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	serving := false
+	defer func() {
+		if !serving && created != "" {
+			if rerr := os.RemoveAll(created); rerr != nil {
+				log.Warn("remove the data directory of a failed start", "path", created, "err", rerr)
+			}
+		}
+	}()
+	meta, err := storage.OpenMeta(filepath.Join(cfg.DataDir, "meta.db"))
+	if errors.Is(err, storage.ErrLocked) {
+		return fmt.Errorf("%w; stop it or use another --data-dir", err)
+	}
+	if err != nil {
+		return err
+	}
+	defer meta.Close()
 	token, tokenPath, err := adminToken(cfg)
 	if err != nil {
 		return err
@@ -33,11 +59,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	meta, err := storage.OpenMeta(filepath.Join(cfg.DataDir, "meta.db"))
-	if err != nil {
-		return err
-	}
-	defer meta.Close()
 	endpoints, err := cache.NewEndpoints(cfg.Upstreams)
 	if err != nil {
 		return err
@@ -64,13 +85,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
-	}
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("regcache serving", "addr", ln.Addr().String(), "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
 		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry)
+	serving = true
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -85,6 +103,43 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// listen binds the TCP address of the registry.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	var opErr *net.OpError
+	switch {
+	case err == nil:
+		return ln, nil
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("listen %q: the address is already in use (another regcache or registry?); stop that server or choose another --listen address", addr)
+	case errors.As(err, &opErr):
+		return nil, fmt.Errorf("listen %q: %w", addr, opErr.Err)
+	}
+	return nil, fmt.Errorf("listen %q: %w", addr, err)
+}
+
+// makeDataDir creates dir (and missing parents) and returns the topmost
+// directory it created, "" when dir existed.
+func makeDataDir(dir string) (created string, err error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fmt.Errorf("data directory %s: %w", dir, err)
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
+			break
+		}
+		created = p
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return "", fmt.Errorf("data directory: %w", err)
+	}
+	return created, nil
 }
 
 // background runs loop in a goroutine with a context that outlives ctx's
