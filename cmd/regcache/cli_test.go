@@ -216,8 +216,8 @@ func TestCacheCommands(t *testing.T) {
 		},
 		{
 			name:    "list in an unknown format",
-			args:    []string{"cache", "list", "-o", "yaml"},
-			wantErr: []string{`"yaml"`},
+			args:    []string{"cache", "list", "-o", "xml"},
+			wantErr: []string{`"xml"`},
 		},
 		{
 			name: "show",
