@@ -70,7 +70,8 @@ func TestExitCodes(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, exe, tt.args...)
-			cmd.Env = append(os.Environ(), runMainEnv+"=1")
+			// A race-enabled binary would sleep a second at exit.
+			cmd.Env = append(os.Environ(), runMainEnv+"=1", "GORACE=atexit_sleep_ms=0")
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()
