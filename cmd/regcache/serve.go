@@ -113,7 +113,7 @@ func listen(addr string) (net.Listener, error) {
 	case err == nil:
 		return ln, nil
 	case errors.Is(err, syscall.EADDRINUSE):
-		return nil, fmt.Errorf("listen %q: the address is already in use (another regcache or registry?); stop that server or choose another --listen address", addr)
+		return nil, fmt.Errorf("listen %q: address already in use (by another regcache or registry?); stop that server or choose another --listen address", addr)
 	case errors.As(err, &opErr):
 		return nil, fmt.Errorf("listen %q: %w", addr, opErr.Err)
 	}
