@@ -21,28 +21,19 @@ import (
 	"github.com/regcache/regcache/storage"
 )
 
-// serve runs the registry until ctx is cancelled. The listener is bound
-// before anything is written, and a start that fails removes the data
-// directory it created, so a mistyped address or a taken port leaves
-// nothing behind.
+// serve runs the registry until ctx is cancelled. The configuration was
+// validated and the listener is bound before anything is written, so a
+// mistyped address or a taken port leaves nothing behind; the admin token
+// and the blob store are created only once the rules have loaded.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	ln, err := listen(cfg.Listen)
 	if err != nil {
 		return err
 	}
 	defer ln.Close() // closed by Shutdown once serving; this is for a failed start
-	created, err := makeDataDir(cfg.DataDir)
-	if err != nil {
-		return err
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return fmt.Errorf("data directory: %w", err)
 	}
-	serving := false
-	defer func() {
-		if !serving && created != "" {
-			if rerr := os.RemoveAll(created); rerr != nil {
-				log.Warn("remove the data directory of a failed start", "path", created, "err", rerr)
-			}
-		}
-	}()
 	meta, err := storage.OpenMeta(filepath.Join(cfg.DataDir, "meta.db"))
 	if errors.Is(err, storage.ErrLocked) {
 		return fmt.Errorf("%w; stop it or use another --data-dir", err)
@@ -51,14 +42,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer meta.Close()
-	token, tokenPath, err := adminToken(cfg)
-	if err != nil {
-		return err
-	}
-	blobs, err := storage.OpenBlobs(filepath.Join(cfg.DataDir, "blobs"))
-	if err != nil {
-		return err
-	}
 	endpoints, err := cache.NewEndpoints(cfg.Upstreams)
 	if err != nil {
 		return err
@@ -71,6 +54,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	rules, err = cache.NewStore(ctx, meta, creds, cfg.Rules, log)
+	if err != nil {
+		return err
+	}
+	token, tokenPath, err := adminToken(cfg)
+	if err != nil {
+		return err
+	}
+	blobs, err := storage.OpenBlobs(filepath.Join(cfg.DataDir, "blobs"))
 	if err != nil {
 		return err
 	}
@@ -88,7 +79,6 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	log.Info("regcache serving", "addr", ln.Addr().String(), "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
 		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry)
-	serving = true
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -118,28 +108,6 @@ func listen(addr string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen %q: %w", addr, opErr.Err)
 	}
 	return nil, fmt.Errorf("listen %q: %w", addr, err)
-}
-
-// makeDataDir creates dir (and missing parents) and returns the topmost
-// directory it created, "" when dir existed.
-func makeDataDir(dir string) (created string, err error) {
-	abs, err := filepath.Abs(dir)
-	if err != nil {
-		return "", fmt.Errorf("data directory %s: %w", dir, err)
-	}
-	for p := abs; ; p = filepath.Dir(p) {
-		if _, err := os.Lstat(p); err == nil || !errors.Is(err, fs.ErrNotExist) {
-			break
-		}
-		created = p
-		if filepath.Dir(p) == p {
-			break
-		}
-	}
-	if err := os.MkdirAll(abs, 0o755); err != nil {
-		return "", fmt.Errorf("data directory: %w", err)
-	}
-	return created, nil
 }
 
 // background runs loop in a goroutine with a context that outlives ctx's
