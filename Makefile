@@ -22,9 +22,15 @@ IMAGE_UID := 65532
 
 all: build
 
+# The first build downloads and compiles every dependency, which takes about
+# a minute on two cores and prints nothing meanwhile: say so first.
 build:
+	@echo "building $(BIN) (the first build downloads and compiles the dependencies: about a minute on two cores)"
 	$(GO) build -o $(BIN) ./cmd/regcache
 
+# Stop it with Ctrl-C: make stays the server's parent, so killing make's PID
+# would leave the server running (kill the server's own PID, or run
+# bin/regcache serve directly, as README.md does).
 run: build
 	./$(BIN) serve $(ARGS)
 

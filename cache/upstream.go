@@ -136,7 +136,7 @@ type cachedClient struct {
 func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error) {
 	auth, err := cs.creds.Authenticator(ctx, u.credSet)
 	if err != nil {
-		return nil, fmt.Errorf("%w: credential set %q: %w", errCredentials, u.credSet, err)
+		return nil, fmt.Errorf("%w: %w", errCredentials, err) // err names the set
 	}
 	k := u.key()
 	cs.mu.Lock()

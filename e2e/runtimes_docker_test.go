@@ -147,7 +147,28 @@ func TestDockerfile(t *testing.T) {
 	suffix := fmt.Sprintf("%d", time.Now().UnixNano())
 	tag := "regcache-e2e:" + suffix
 	dir := t.TempDir()
-	removeDockerImages(t, docker, tag)
+	// The build cache gives the built image the ID of any image built from
+	// the same sources, such as a user's regcache:dev. userTag, given to the
+	// built image below, stands for that user's tag: the test's cleanup must
+	// leave it alone. Registered first, this check runs after every other
+	// cleanup.
+	userTag := "regcache-e2e-user:" + suffix
+	userTagged := false
+	t.Cleanup(func() {
+		if !userTagged {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if out, err := exec.CommandContext(ctx, docker, "image", "inspect", "--format", "{{.ID}}", userTag).CombinedOutput(); err != nil {
+			t.Errorf("the test's cleanup removed %s, a tag it did not create for itself (as a user's regcache:dev): %v\n%s", userTag, err, out)
+			return
+		}
+		if out, err := exec.CommandContext(ctx, docker, "image", "rm", userTag).CombinedOutput(); err != nil {
+			t.Errorf("docker image rm %s: %v\n%s", userTag, err, out)
+		}
+	})
+	removeDockerTags(t, docker, tag)
 
 	// The binary and the build context go to the test's directory, not bin/.
 	binPath := filepath.Join(dir, "bin", "regcache")
@@ -163,6 +184,8 @@ func TestDockerfile(t *testing.T) {
 	checkStatic(t, binPath)
 
 	built := inspectImage(t, docker, nil, tag)
+	runOK(t, peers.RunOptions{}, docker, "tag", tag, userTag)
+	userTagged = true
 	switch {
 	case built.Config.User != "65532:65532":
 		t.Errorf("image user %q, want the non-root 65532:65532", built.Config.User)
@@ -196,7 +219,7 @@ rules:
 	ref := addr + "/hub/app:v1"                                               // a fixture
 	pushed, back := up.Host+"/library/regcache:e2e", addr+"/hub/regcache:e2e" // the built image
 	// Registered before the container's removal, so run after it.
-	removeDockerImages(t, docker, ref, pushed, back)
+	removeDockerTags(t, docker, ref, pushed, back)
 	container := "regcache-e2e-" + suffix
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -246,6 +269,25 @@ rules:
 	if stdout, stderr, _ := peers.Run(t, docker, "logs", container); !strings.Contains(stdout+stderr, "dataDir=/var/lib/regcache") {
 		t.Errorf("the container's regcache does not use the volume /var/lib/regcache:\n%s%s", stdout, stderr)
 	}
+}
+
+// removeDockerTags registers a cleanup that removes the tags refs from the
+// machine's Docker Engine, by name and without --force: Docker drops the
+// tag (and the digest references of its repository that a push or pull
+// added); the image goes only when no other tag, a user's included, still
+// names it. Never by image ID: an ID names every tag of the image.
+func removeDockerTags(t testing.TB, docker string, refs ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, ref := range refs {
+			out, err := exec.CommandContext(ctx, docker, "image", "rm", ref).CombinedOutput()
+			if err != nil && !strings.Contains(strings.ToLower(string(out)), "no such image") {
+				t.Errorf("docker image rm %s: %v\n%s", ref, err, out)
+			}
+		}
+	})
 }
 
 // checkStatic asserts that the binary at path is a statically linked ELF

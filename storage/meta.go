@@ -42,17 +42,51 @@ type Tag struct {
 	FetchedAt time.Time `json:"fetchedAt"`
 }
 
+// ErrLocked reports that another process holds the metadata database open.
+var ErrLocked = errors.New("locked")
+
 // Meta is regcache's metadata database (bbolt).
 type Meta struct {
 	db *bolt.DB
 }
 
-// OpenMeta opens (creating when needed) the bbolt database at path. It fails
-// after a short wait when another process holds the database.
-func OpenMeta(path string) (*Meta, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+// defaultLockTimeout is how long OpenMeta waits, by default, for another
+// process to release the database: long enough to outlast a server that is
+// shutting down, short enough that a second server fails promptly.
+const defaultLockTimeout = 2 * time.Second
+
+// MetaOption adjusts OpenMeta.
+type MetaOption func(*metaOptions)
+
+type metaOptions struct {
+	lockTimeout time.Duration
+}
+
+// LockTimeout sets how long OpenMeta waits for another process to release
+// the database before it fails with ErrLocked (default 2 s). d must be
+// positive: bbolt reads 0 as "wait forever".
+func LockTimeout(d time.Duration) MetaOption {
+	return func(o *metaOptions) {
+		if d > 0 {
+			o.lockTimeout = d
+		}
+	}
+}
+
+// OpenMeta opens (creating when needed) the bbolt database at path. When
+// another process holds the database, it fails after the lock timeout with
+// an error wrapping ErrLocked that names that process when it can be told.
+func OpenMeta(path string, opts ...MetaOption) (*Meta, error) {
+	o := metaOptions{lockTimeout: defaultLockTimeout}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockTimeout})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open metadata %s: locked by another process (is another regcache using this data directory?)", path)
+		if pid, command, ok := lockHolder(path); ok {
+			return nil, fmt.Errorf("open metadata %s: %w by %s (pid %d)", path, ErrLocked, command, pid)
+		}
+		return nil, fmt.Errorf("open metadata %s: %w by another process (is another regcache using this data directory?)", path, ErrLocked)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -505,7 +507,10 @@ func TestMetaPersistence(t *testing.T) {
 }
 
 // TestMetaLocked checks that a second OpenMeta on a database already open
-// fails (after bbolt's ~2 s lock wait) with an error an operator understands.
+// fails, once the lock wait is over, with ErrLocked and an error naming the
+// database and the process that holds it (here the test itself), so that an
+// operator knows what to stop. The first handle is unaffected, and the
+// database opens again once it is closed.
 func TestMetaLocked(t *testing.T) {
 	t.Parallel()
 	path := filepath.Join(t.TempDir(), "meta.db")
@@ -515,16 +520,36 @@ func TestMetaLocked(t *testing.T) {
 	}
 	defer first.Close()
 
-	second, err := OpenMeta(path)
+	// A short lock wait: the default (2 s) would only slow the test down.
+	second, err := OpenMeta(path, LockTimeout(50*time.Millisecond))
 	if err == nil {
 		second.Close()
 		t.Fatal("second OpenMeta on an open database succeeded, want error")
 	}
-	if !strings.Contains(err.Error(), "locked") {
-		t.Errorf("error = %q, want it to mention \"locked\"", err)
+	if !errors.Is(err, ErrLocked) {
+		t.Errorf("error = %v, want ErrLocked", err)
+	}
+	want := path + ": locked by another process"
+	if runtime.GOOS == "linux" {
+		comm, cerr := os.ReadFile("/proc/self/comm")
+		if cerr != nil {
+			t.Fatal(cerr)
+		}
+		want = fmt.Sprintf("%s: locked by %s (pid %d)", path, strings.TrimSpace(string(comm)), os.Getpid())
+	}
+	if !strings.Contains(err.Error(), want) {
+		t.Errorf("error = %q, want it to say %q", err, want)
 	}
 	// The first handle is unaffected.
 	if err := first.PutRecord(t.Context(), "rule", "k", []byte("v")); err != nil {
 		t.Errorf("PutRecord on first handle: %v", err)
 	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	third, err := OpenMeta(path, LockTimeout(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("OpenMeta after the holder closed it: %v", err)
+	}
+	third.Close()
 }

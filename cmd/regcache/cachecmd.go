@@ -32,6 +32,10 @@ origin "config" and cannot be changed here.
 
 The admin token is read from --token, REGCACHE_TOKEN, or the file the server
 wrote on first start (<data-dir>/admin.token).`,
+		Example: `  regcache cache create -n Ubuntu -s docker.io/library/ubuntu -t ubuntu
+  regcache cache list -o table
+  regcache cache show -n Ubuntu -o yaml
+  regcache cache list --server http://regcache.internal:5000 --token-file ./admin.token`,
 	}
 	clientFlags(cmd)
 	cmd.AddCommand(cacheCreateCmd(getenv), cacheUpdateCmd(getenv), cacheShowCmd(getenv), cacheListCmd(getenv), cacheDeleteCmd(getenv))
@@ -85,10 +89,10 @@ func cacheUpdateCmd(getenv func(string) string) *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			changeTTL := cmd.Flags().Changed("tag-ttl")
 			if remove && cmd.Flags().Changed("cred-set") {
-				return fmt.Errorf("give either -c/--cred-set NAME or --remove-cred-set, not both")
+				return usageErrorf(cmd, "give either -c/--cred-set NAME or --remove-cred-set, not both")
 			}
 			if !remove && !cmd.Flags().Changed("cred-set") && !changeTTL {
-				return fmt.Errorf("nothing to update: give -c/--cred-set NAME, --remove-cred-set or --tag-ttl DURATION")
+				return usageErrorf(cmd, "nothing to update: give -c/--cred-set NAME, --remove-cred-set or --tag-ttl DURATION")
 			}
 			in := map[string]string{}
 			if remove || cmd.Flags().Changed("cred-set") {

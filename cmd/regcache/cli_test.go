@@ -216,8 +216,8 @@ func TestCacheCommands(t *testing.T) {
 		},
 		{
 			name:    "list in an unknown format",
-			args:    []string{"cache", "list", "-o", "yaml"},
-			wantErr: []string{`"yaml"`},
+			args:    []string{"cache", "list", "-o", "xml"},
+			wantErr: []string{`"xml"`},
 		},
 		{
 			name: "show",
@@ -502,11 +502,15 @@ func TestServeInvalid(t *testing.T) {
 		{name: "missing config file", args: []string{"--config", "/nonexistent/regcache.yaml"}, wantErr: "/nonexistent/regcache.yaml"},
 		{name: "unknown config key", file: "listn: \":5000\"\n", wantErr: "listn"},
 		{name: "invalid config rule", file: "rules:\n  - name: cfg\n    source: docker.io/library/x\n    target: x\n", wantErr: `"cfg"`},
+		{name: "listen address without port", args: []string{"--listen", "nonsense"}, wantErr: `listen "nonsense"`},
+		{name: "listen port out of range", args: []string{"--listen", "127.0.0.1:99999"}, wantErr: `listen "127.0.0.1:99999"`},
+		{name: "port in use", args: []string{"--listen", busyAddr(t)}, wantErr: "address already in use"}, // e2e/peers retries another port on this
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			dataDir := filepath.Join(t.TempDir(), "data")
+			// Two levels that do not exist yet: neither may be created.
+			dataDir := filepath.Join(t.TempDir(), "new", "data")
 			args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir}, tt.args...)
 			if tt.file != "" {
 				args = append(args, "--config", writeFile(t, "config.yaml", tt.file))
@@ -520,11 +524,23 @@ func TestServeInvalid(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error %q does not mention %q", err, tt.wantErr)
 			}
-			if _, serr := os.Stat(dataDir); !errors.Is(serr, os.ErrNotExist) {
-				t.Errorf("serve created %s before refusing its configuration (%v)", dataDir, serr)
+			if _, serr := os.Stat(filepath.Dir(dataDir)); !errors.Is(serr, os.ErrNotExist) {
+				t.Errorf("serve created %s before refusing to start (%v)", filepath.Dir(dataDir), serr)
 			}
 		})
 	}
+}
+
+// busyAddr returns the address of a loopback listener held until the test
+// ends.
+func busyAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
 }
 
 // freeAddr returns a loopback address that was free a moment ago.

@@ -12,10 +12,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 )
 
 // adminClient talks to the admin API of a running regcache.
@@ -31,7 +33,46 @@ func clientFlags(cmd *cobra.Command) {
 	f.String("server", "", "regcache URL (env REGCACHE_SERVER; default http://localhost:5000)")
 	f.String("token", "", "admin token (env REGCACHE_TOKEN; default: read from --token-file)")
 	f.String("token-file", "", "file holding the admin token (default <REGCACHE_DATA_DIR or ./regcache-data>/admin.token)")
-	f.StringP("output", "o", "json", "output format: json or table")
+	outputFlag(cmd, true, "json", "json", "table", "yaml")
+}
+
+// outputFormatsKey is the annotation of an --output flag that lists the
+// formats its command prints.
+const outputFormatsKey = "regcache_output_formats"
+
+// outputFlag registers -o/--output (persistent: for every subcommand too)
+// with its default and the formats the command prints; checkCommandLine
+// refuses any other value before the command runs, and shell completion
+// offers these.
+func outputFlag(cmd *cobra.Command, persistent bool, def string, formats ...string) {
+	f := cmd.Flags()
+	if persistent {
+		f = cmd.PersistentFlags()
+	}
+	f.StringP("output", "o", def, "output format: "+orList(formats))
+	f.SetAnnotation("output", outputFormatsKey, formats)
+	cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(formats, cobra.ShellCompDirectiveNoFileComp))
+}
+
+// checkOutputFormat refuses an --output value the command does not print.
+func checkOutputFormat(cmd *cobra.Command) error {
+	f := cmd.Flags().Lookup("output")
+	if f == nil {
+		return nil
+	}
+	formats := f.Annotations[outputFormatsKey]
+	if len(formats) == 0 || slices.Contains(formats, f.Value.String()) {
+		return nil
+	}
+	return fmt.Errorf("--output %q: want %s", f.Value.String(), orList(formats))
+}
+
+// orList joins words as "a, b or c".
+func orList(words []string) string {
+	if len(words) < 2 {
+		return strings.Join(words, "")
+	}
+	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
 }
 
 func newAdminClient(cmd *cobra.Command, getenv func(string) string) (*adminClient, error) {
@@ -46,7 +87,10 @@ func newAdminClient(cmd *cobra.Command, getenv func(string) string) (*adminClien
 	}
 	server := strings.TrimRight(pick("server", "REGCACHE_SERVER", "http://localhost:5000"), "/")
 	if u, err := url.Parse(server); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("--server %q: want a URL such as http://localhost:5000", server)
+		if cmd.Flags().Changed("server") {
+			return nil, usageErrorf(cmd, "--server %q: want a URL such as http://localhost:5000", server)
+		}
+		return nil, fmt.Errorf("REGCACHE_SERVER=%q: want a URL such as http://localhost:5000", server)
 	}
 	token := pick("token", "REGCACHE_TOKEN", "")
 	if token == "" {
@@ -145,23 +189,55 @@ func answerError(method, path, status string, raw []byte) error {
 }
 
 // printItems writes the answer of an admin command in the --output format:
-// JSON (an array when list is true, else the one item) or a table.
+// JSON or YAML (a list when list is true, else the one item) or a table.
 func printItems[T any](cmd *cobra.Command, list bool, items []T, table func(io.Writer, []T) error) error {
 	format, _ := cmd.Flags().GetString("output")
 	w := cmd.OutOrStdout()
-	switch format {
-	case "json":
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if list {
-			if items == nil {
-				items = []T{}
-			}
-			return enc.Encode(items)
-		}
-		return enc.Encode(items[0])
-	case "table":
+	if format == "table" {
 		return table(w, items)
 	}
-	return fmt.Errorf("--output %q: want json or table", format)
+	if list {
+		if items == nil {
+			items = []T{}
+		}
+		return printValue(w, format, items)
+	}
+	return printValue(w, format, items[0])
+}
+
+// printValue writes v as indented JSON or as YAML. The YAML is made from
+// the JSON, so both have the admin API's keys, in the same order.
+func printValue(w io.Writer, format string, v any) error {
+	raw, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	switch format {
+	case "json":
+		_, err = fmt.Fprintf(w, "%s\n", raw)
+		return err
+	case "yaml":
+		var doc yaml.Node
+		if err := yaml.Unmarshal(raw, &doc); err != nil {
+			return err
+		}
+		blockStyle(&doc)
+		enc := yaml.NewEncoder(w)
+		enc.SetIndent(2)
+		if err := enc.Encode(&doc); err != nil {
+			return err
+		}
+		return enc.Close()
+	}
+	return fmt.Errorf("--output %q: want json or yaml", format)
+}
+
+// blockStyle drops the flow style and quoting that parsing JSON gives
+// every node, so that the encoder writes block YAML and quotes only where
+// YAML needs it.
+func blockStyle(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
 }

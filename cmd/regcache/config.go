@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -202,6 +204,14 @@ func readConfigFile(path string, cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("config file: %w", err)
 	}
+	var doc yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(raw)).Decode(&doc); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	if err := checkKeys(&doc, reflect.TypeFor[Config](), ""); err != nil {
+		return fmt.Errorf("config file %s, %w", path, err)
+	}
+	// KnownFields stays on as a backstop for anything checkKeys lets pass.
 	dec := yaml.NewDecoder(bytes.NewReader(raw))
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
@@ -222,6 +232,11 @@ func readConfigFile(path string, cfg *Config) error {
 func (c Config) validate() error {
 	if c.Listen == "" {
 		return errors.New("listen: must not be empty, e.g. :5000 or 127.0.0.1:5000")
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("listen %q: want [host]:port, e.g. :5000 or 127.0.0.1:5000", c.Listen)
+	} else if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
+		return fmt.Errorf("listen %q: the port must be between 0 and 65535", c.Listen)
 	}
 	if c.DataDir == "" {
 		return errors.New("dataDir: must not be empty, e.g. ./regcache-data or /var/lib/regcache")

@@ -194,7 +194,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{name: "missing file", args: []string{"--config", "/nonexistent/regcache.yaml"}, wantErr: []string{"/nonexistent/regcache.yaml"}},
 		{name: "ftp upstream flag", args: []string{"--upstream", "docker.io=ftp://mirror.example.com"}, wantErr: []string{"ftp://mirror.example.com"}},
 		{name: "upstream with path", args: []string{"--upstream", "docker.io=https://mirror.example.com/v2"}, wantErr: []string{"https://mirror.example.com/v2"}},
-		{name: "upstream with credentials", args: []string{"--upstream", "docker.io=https://u:secret@mirror.example.com"}, wantErr: []string{"credentials"}},
+		{name: "upstream with credentials", args: []string{"--upstream", "docker.io=https://u:s3cr3t-pw@mirror.example.com"}, wantErr: []string{"credentials"}},
 		{name: "upstream without =", args: []string{"--upstream", "docker.io"}, wantErr: []string{`"docker.io"`}},
 		{name: "upstream without url", args: []string{"--upstream", "docker.io="}, wantErr: []string{`"docker.io="`}},
 		{name: "upstream bad host", args: []string{"--upstream", "not a host=http://x"}, wantErr: []string{"not a host"}},
@@ -224,7 +224,7 @@ func TestLoadConfigErrors(t *testing.T) {
 					t.Errorf("error %q does not mention %q", err, s)
 				}
 			}
-			if strings.Contains(err.Error(), "secret") {
+			if strings.Contains(err.Error(), "s3cr3t-pw") {
 				t.Errorf("error %q leaks a credential", err)
 			}
 		})
@@ -249,5 +249,73 @@ func TestUpstreamAliases(t *testing.T) {
 	file := writeFile(t, "c.yaml", "upstreams:\n  docker.io: http://127.0.0.1:1\n  registry-1.docker.io: http://127.0.0.1:2\n")
 	if _, err := parseServe(t, []string{"--config", file}, nil); err == nil || !strings.Contains(err.Error(), "listed twice") {
 		t.Fatalf("two aliases of docker.io in the file: err = %v, want 'listed twice'", err)
+	}
+}
+
+// TestUnknownConfigKeys: a key the config file does not know is refused
+// with what an operator needs to fix it: the file, the line, where the key
+// is, a close match when there is one, and the keys accepted there (never
+// Go type names).
+func TestUnknownConfigKeys(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		file string
+		want []string
+	}{
+		{
+			name: "top level typo",
+			file: "listen: \":5000\"\nrulez: []\n",
+			want: []string{`line 2: unknown key "rulez" at the top level (did you mean "rules"?)`,
+				"accepted keys: adminTokenFile, allowedUpstreams, credentialCacheTTL, credentialHealthInterval, credentialSets, dataDir, defaultRegistry, limits, listen, logFormat, logLevel, rules, secrets, upstreams, vault"},
+		},
+		{
+			name: "case",
+			file: "datadir: /var/lib/regcache\n",
+			want: []string{`line 1: unknown key "datadir" at the top level (did you mean "dataDir"?)`},
+		},
+		{
+			name: "rule key",
+			file: "rules:\n  - name: ubuntu\n    source: docker.io/library/ubuntu\n    target: ubuntu\n  - name: alpine\n    sourceRepository: docker.io/library/alpine\n    target: alpine\n",
+			want: []string{`line 6: unknown key "sourceRepository" in rules[1]`, "accepted keys: credentialSet, name, source, tagTTL, target"},
+		},
+		{
+			name: "rule origin",
+			file: "rules:\n  - name: ubuntu\n    source: docker.io/library/ubuntu\n    target: ubuntu\n    origin: api\n",
+			want: []string{`line 5: unknown key "origin" in rules[0]`},
+		},
+		{
+			name: "credential set key",
+			file: "credentialSets:\n  - name: hub\n    loginServer: docker.io\n    usernameSecret: env://REGCACHE_SECRET_U\n    password: x\n",
+			want: []string{`line 5: unknown key "password" in credentialSets[0]`, "accepted keys: loginServer, name, passwordSecret, usernameSecret"},
+		},
+		{
+			name: "vault key",
+			file: "vault:\n  address: https://vault.example.com:8200\n  token: s.abc\n",
+			want: []string{`line 3: unknown key "token" in vault`, "tokenFile"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			path := writeFile(t, "config.yaml", tt.file)
+			_, err := parseServe(t, []string{"--config", path}, nil)
+			if err == nil {
+				t.Fatal("loadConfig accepted an unknown key")
+			}
+			for _, w := range append([]string{"config file " + path + ", "}, tt.want...) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			for _, bad := range []string{"main.Config", "cache.Rule", "credentials.", "not found in type"} {
+				if strings.Contains(err.Error(), bad) {
+					t.Errorf("error %q speaks of Go types (%q)", err, bad)
+				}
+			}
+			if strings.Contains(err.Error(), "s.abc") {
+				t.Errorf("error %q repeats a value", err)
+			}
+		})
 	}
 }

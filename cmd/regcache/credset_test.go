@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -161,9 +162,9 @@ rules:
 	}
 	bad := []struct{ yaml, want string }{
 		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://REGCACHE_SECRET_U\n    passwordSecret: plain-password-in-config\n", "passwordSecretIdentifier"},
-		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://REGCACHE_SECRET_U\n    password: x\n", "field password not found"},
+		{"credentialSets:\n  - name: hub-cfg\n    loginServer: docker.io\n    usernameSecret: env://REGCACHE_SECRET_U\n    password: x\n", `unknown key "password"`},
 		{"vault:\n  auth: approle\n", "roleId"},
-		{"vault:\n  token: s.abc\n", "field token not found"},
+		{"vault:\n  token: s.abc\n", `unknown key "token"`},
 		{"credentialHealthInterval: -1s\n", "must be positive"},
 	}
 	for _, tc := range bad {
@@ -209,5 +210,44 @@ func TestConfigRulesNeedTheirSets(t *testing.T) {
 		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
 			t.Errorf("rule %+v: %v, want %q", tc.rule, err, tc.want)
 		}
+	}
+}
+
+// TestUnhealthySetPullError: a pull through a rule whose credential set
+// cannot be resolved fails with UNAUTHORIZED and a message that names the
+// set once and gives the reason (not "credential set X: credential set X
+// is unhealthy: ...").
+func TestUnhealthySetPullError(t *testing.T) {
+	t.Parallel()
+	url := newCredCLIServer(t)
+	env := map[string]string{"REGCACHE_SERVER": url, "REGCACHE_TOKEN": cliToken}
+	for _, args := range [][]string{
+		{"credential-set", "create", "-n", "Broken", "-l", "docker.io", "-u", "env://REGCACHE_SECRET_U", "-p", "env://REGCACHE_SECRET_NOT_SET_ANYWHERE"},
+		{"cache", "create", "-n", "HubRule", "-s", "docker.io/library/*", "-t", "hub/*", "-c", "Broken"},
+	} {
+		if _, _, err := runCLI(t, t.Context(), env, args...); err != nil {
+			t.Fatalf("regcache %s: %v", strings.Join(args, " "), err)
+		}
+	}
+	resp, err := http.Get(url + "/v2/hub/nginx/manifests/latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Errors []struct{ Code, Message string } `json:"errors"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusUnauthorized || len(body.Errors) != 1 || body.Errors[0].Code != "UNAUTHORIZED" {
+		t.Fatalf("status %d, errors %+v; want 401 UNAUTHORIZED", resp.StatusCode, body.Errors)
+	}
+	msg := body.Errors[0].Message
+	if n := strings.Count(msg, `credential set "Broken"`); n != 1 {
+		t.Errorf("message %q names the set %d times, want once", msg, n)
+	}
+	if !strings.Contains(msg, "NOT_SET_ANYWHERE") {
+		t.Errorf("message %q does not give the reason (the missing variable)", msg)
 	}
 }

@@ -40,6 +40,10 @@ A cache rule uses a set with "regcache cache create ... -c NAME". Each set is
 Healthy or Unhealthy with a reason, checked at create and update, periodically
 and on every failure. "policy" prints the least-privilege Vault policy to
 grant regcache's Vault identity.`,
+		Example: `  regcache credential-set create -n DockerHub -l docker.io -u env://HUB_USER -p file:///run/secrets/hub-token
+  regcache credential-set list -o table
+  regcache credential-set show -n DockerHub -o yaml
+  regcache credential-set policy --all`,
 	}
 	clientFlags(cmd)
 	cmd.AddCommand(credSetCreateCmd(getenv), credSetUpdateCmd(getenv), credSetShowCmd(getenv),
@@ -92,7 +96,7 @@ func credSetUpdateCmd(getenv func(string) string) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if user == "" && pass == "" {
-				return fmt.Errorf("give -u/--username-id and/or -p/--password-id")
+				return usageErrorf(cmd, "nothing to update: give -u/--username-id and/or -p/--password-id")
 			}
 			c, err := newAdminClient(cmd, getenv)
 			if err != nil {
@@ -202,7 +206,7 @@ Kubernetes role):
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if all == (name != "") {
-				return fmt.Errorf("give exactly one of -n/--name NAME or --all")
+				return usageErrorf(cmd, "give exactly one of -n/--name NAME or --all")
 			}
 			c, err := newAdminClient(cmd, getenv)
 			if err != nil {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,18 +15,45 @@ import (
 	"github.com/spf13/cobra"
 )
 
+// Exit statuses, as `regcache --help` documents them.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
-		os.Exit(1)
+	os.Exit(exitStatus(os.Stderr, err))
+}
+
+// exitStatus writes err, if any, to w and returns the exit status it
+// means: 2 for a command line that cannot run as given (with a pointer to
+// the command's --help), 1 for any other failure.
+func exitStatus(w io.Writer, err error) int {
+	if err == nil {
+		return exitOK
 	}
+	fmt.Fprintln(w, "error:", err)
+	var u *usageError
+	if errors.As(err, &u) {
+		fmt.Fprintf(w, "Run '%s --help' for usage.\n", u.command)
+		return exitUsage
+	}
+	return exitError
 }
 
 // run executes the command line args.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) error {
+	root := newRoot(stdout, stderr, getenv)
+	root.SetArgs(args)
+	return root.ExecuteContext(ctx)
+}
+
+// newRoot builds the whole command tree, writing to stdout and stderr.
+func newRoot(stdout, stderr io.Writer, getenv func(string) string) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "regcache",
 		Short: "A pull-through caching OCI registry",
@@ -36,17 +64,132 @@ docker.io/library/ubuntu -> a local target repository such as ubuntu).
 Clients pull from regcache; a miss is fetched from the upstream, verified,
 stored content-addressed and served; later pulls are served locally.
 
-  regcache serve                    run the registry on :5000 with ./regcache-data
+"regcache serve" runs the registry (on :5000, with ./regcache-data by
+default); the other commands talk to a running one through its admin API.
+
+Exit status:
+  0  success
+  1  the command failed: a configuration error, the server refused the
+     request or could not be reached, serve stopped on an error
+  2  the command line cannot run as given: an unknown command or flag, a flag
+     value of the wrong type, a missing or conflicting flag, an extra argument`,
+		Example: `  regcache serve
   regcache cache create -n Ubuntu -s docker.io/library/ubuntu -t ubuntu
-  docker pull localhost:5000/ubuntu:24.04`,
+  docker pull localhost:5000/ubuntu:24.04
+  regcache cache list -o table
+  regcache version`,
+		Version:       newVersionInfo(readBuildInfo()).line(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetArgs(args)
+	root.SetVersionTemplate("{{.Version}}\n")
+	// Before the completion command is added: it keeps the writer it
+	// finds then.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv))
-	return root.ExecuteContext(ctx)
+	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), versionCmd())
+	addCompletionCmd(root)
+	root.InitDefaultHelpCmd()
+	if help, _, err := root.Find([]string{"help"}); err == nil && help.Name() == "help" {
+		help.Example = "  regcache help cache create"
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error { return usageErr(cmd, err) })
+	root.PersistentPreRunE = checkCommandLine
+	markUsageErrors(root)
+	return root
+}
+
+// addCompletionCmd adds cobra's `completion` command, with examples.
+func addCompletionCmd(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	c, _, err := root.Find([]string{"completion"})
+	if err != nil || c.Name() != "completion" {
+		return
+	}
+	c.Example = `  source <(regcache completion bash)
+  regcache completion zsh > "${fpath[1]}/_regcache"`
+	examples := map[string]string{
+		"bash":       "  source <(regcache completion bash)\n  regcache completion bash > /etc/bash_completion.d/regcache",
+		"zsh":        "  regcache completion zsh > \"${fpath[1]}/_regcache\"",
+		"fish":       "  regcache completion fish > ~/.config/fish/completions/regcache.fish",
+		"powershell": "  regcache completion powershell | Out-String | Invoke-Expression",
+	}
+	for _, sub := range c.Commands() {
+		sub.Example = examples[sub.Name()]
+	}
+}
+
+// usageError is a command line that regcache cannot run as given: exit
+// status 2 and a pointer to the command's --help.
+type usageError struct {
+	command string // the command's path, e.g. "regcache cache create"
+	err     error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// usageErr marks err, about cmd's command line, as a usage error.
+func usageErr(cmd *cobra.Command, err error) error {
+	return &usageError{command: cmd.CommandPath(), err: err}
+}
+
+// usageErrorf is usageErr with a formatted error.
+func usageErrorf(cmd *cobra.Command, format string, a ...any) error {
+	return usageErr(cmd, fmt.Errorf(format, a...))
+}
+
+// markUsageErrors makes every refusal of a command line by cobra a usage
+// error: argument checks are wrapped, and commands that only group others
+// (regcache, cache, credential-set, completion) refuse an unknown
+// subcommand instead of printing their help with status 0.
+func markUsageErrors(c *cobra.Command) {
+	switch {
+	case !c.Runnable():
+		c.Args = unknownSubcommand
+		c.RunE = func(cmd *cobra.Command, _ []string) error { return cmd.Help() }
+	case c.Args != nil:
+		check := c.Args
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageErr(cmd, err)
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		markUsageErrors(sub)
+	}
+}
+
+// unknownSubcommand is the argument check of a command that groups others:
+// any argument is a subcommand it does not have.
+func unknownSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	hint := ""
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's default, applied only by its own check
+	}
+	if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+		hint = fmt.Sprintf(" (did you mean %q?)", s[0])
+	}
+	return usageErrorf(cmd, "unknown command %q for %q%s", args[0], cmd.CommandPath(), hint)
+}
+
+// checkCommandLine runs before every command: required flags and the
+// --output format are checked here, before anything is sent or started,
+// and refused as usage errors (cobra would check required flags later,
+// without telling them apart from other failures).
+func checkCommandLine(cmd *cobra.Command, _ []string) error {
+	if err := cmd.ValidateRequiredFlags(); err != nil {
+		return usageErr(cmd, err)
+	}
+	if err := checkOutputFormat(cmd); err != nil {
+		return usageErr(cmd, err)
+	}
+	return nil
 }
 
 func serveCmd(getenv func(string) string) *cobra.Command {

@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/regcache/regcache/cache"
@@ -18,20 +20,25 @@ import (
 	"github.com/regcache/regcache/storage"
 )
 
-// serve runs the registry until ctx is cancelled.
+// serve runs the registry until ctx is cancelled. The configuration was
+// validated and the listener is bound before anything is written, so a
+// mistyped address or a taken port leaves nothing behind; the admin token
+// and the blob store are created only once the rules have loaded.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	openFiles := raiseOpenFilesLimit(log)
+	limits := cfg.Limits.WithDefaults(openFiles)
+	ln, err := listen(cfg.Listen, limits, log)
+	if err != nil {
+		return err
+	}
+	defer ln.Close() // closed by Shutdown once serving; this is for a failed start
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	token, tokenPath, err := adminToken(cfg)
-	if err != nil {
-		return err
-	}
-	blobs, err := storage.OpenBlobs(filepath.Join(cfg.DataDir, "blobs"))
-	if err != nil {
-		return err
-	}
 	meta, err := storage.OpenMeta(filepath.Join(cfg.DataDir, "meta.db"))
+	if errors.Is(err, storage.ErrLocked) {
+		return fmt.Errorf("%w; stop it or use another --data-dir", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -54,6 +61,14 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	token, tokenPath, err := adminToken(cfg)
+	if err != nil {
+		return err
+	}
+	blobs, err := storage.OpenBlobs(filepath.Join(cfg.DataDir, "blobs"))
+	if err != nil {
+		return err
+	}
 	// Health checks and Vault token renewal run until the server stopped.
 	defer background(ctx, creds.Run)()
 	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry})
@@ -61,13 +76,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Access times are flushed periodically and once more after the last
 	// request finished.
 	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
-	openFiles := raiseOpenFilesLimit(log)
-	limits := cfg.Limits.WithDefaults(openFiles)
 	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds, Limits: limits})
-	if err != nil {
-		return err
-	}
-	ln, err := registry.Listen(cfg.Listen, limits, log)
 	if err != nil {
 		return err
 	}
@@ -89,6 +98,22 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return nil
+}
+
+// listen binds the TCP address of the registry, with the connection caps
+// of limits.
+func listen(addr string, limits registry.Limits, log *slog.Logger) (net.Listener, error) {
+	ln, err := registry.Listen(addr, limits, log)
+	var opErr *net.OpError
+	switch {
+	case err == nil:
+		return ln, nil
+	case errors.Is(err, syscall.EADDRINUSE):
+		return nil, fmt.Errorf("listen %q: address already in use (by another regcache or registry?); stop that server or choose another --listen address", addr)
+	case errors.As(err, &opErr):
+		return nil, fmt.Errorf("listen %q: %w", addr, opErr.Err)
+	}
+	return nil, err
 }
 
 // background runs loop in a goroutine with a context that outlives ctx's
