@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -136,7 +137,7 @@ type cachedClient struct {
 func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error) {
 	auth, err := cs.creds.Authenticator(ctx, u.credSet)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", errCredentials, err) // err names the set
+		return nil, fmt.Errorf("%w: %w", errCredentials, &credentialsError{set: u.credSet, err: err})
 	}
 	k := u.key()
 	cs.mu.Lock()
@@ -151,7 +152,7 @@ func (cs *clients) get(ctx context.Context, u upstreamRepo) (*http.Client, error
 	}
 	rt, err := transport.NewWithContext(ctx, reg, auth, base, []string{"repository:" + u.path + ":pull"})
 	if err != nil {
-		return nil, classify(fmt.Errorf("authenticate to %s for %s: %w", u.endpoint, u.path, err), 0, err)
+		return nil, upstreamFailure(u.host, 0, "", fmt.Errorf("authenticate to %s for %s: %w", u.endpoint, u.path, err), err)
 	}
 	c := &http.Client{Transport: rt, CheckRedirect: u.checkRedirect}
 	cs.mu.Lock()
@@ -210,7 +211,7 @@ func (cs *clients) doOnce(ctx context.Context, u upstreamRepo, method, target st
 		if errors.As(err, &uerr) {
 			uerr.URL = redact(uerr.URL)
 		}
-		return nil, classify(fmt.Errorf("%s %s: %w", method, redact(target), err), 0, err)
+		return nil, upstreamFailure(u.host, 0, "", fmt.Errorf("%s %s: %w", method, redact(target), err), err)
 	}
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
@@ -224,7 +225,105 @@ func (cs *clients) doOnce(ctx context.Context, u upstreamRepo, method, target st
 	if len(msg) > 300 {
 		msg = msg[:300] + "..."
 	}
-	return nil, classify(fmt.Errorf("%s %s: upstream answered %s %s", method, redact(target), resp.Status, msg), resp.StatusCode, nil)
+	return nil, upstreamFailure(u.host, resp.StatusCode, ociReason(body), fmt.Errorf("%s %s: upstream answered %s %s", method, redact(target), resp.Status, msg), nil)
+}
+
+// upstreamError is a failed upstream request. Its message, for the log,
+// names the endpoint URL regcache used and the transport's detail; its
+// public form, for clients, names the login server and the status only:
+// endpoints are often internal mirrors or addresses.
+type upstreamError struct {
+	host   string // login server, e.g. docker.io
+	status int    // 0: no answer
+	reason string // the upstream's own error code and message, if it sent one
+	err    error
+}
+
+func (e *upstreamError) Error() string { return e.err.Error() }
+func (e *upstreamError) Unwrap() error { return e.err }
+
+func (e *upstreamError) public() string {
+	if e.status == 0 {
+		return "upstream " + e.host + " could not be reached"
+	}
+	s := fmt.Sprintf("upstream %s answered %d %s", e.host, e.status, http.StatusText(e.status))
+	if e.reason != "" {
+		s += ": " + e.reason
+	}
+	return s
+}
+
+// upstreamFailure classifies a failed request to login server host: by
+// status, or by the status a go-containerregistry transport error carries.
+func upstreamFailure(host string, status int, reason string, detail, cause error) error {
+	var terr *transport.Error
+	if status == 0 && errors.As(cause, &terr) {
+		status = terr.StatusCode
+		if len(terr.Errors) > 0 {
+			reason = string(terr.Errors[0].Code) + ": " + terr.Errors[0].Message
+		}
+	}
+	return classify(&upstreamError{host: host, status: status, reason: reason, err: detail}, status)
+}
+
+// ociReason is "CODE: message" of the first error of a distribution-spec
+// error body, or "" when the body is not one.
+func ociReason(body []byte) string {
+	var e struct {
+		Errors []struct{ Code, Message string } `json:"errors"`
+	}
+	if json.Unmarshal(body, &e) != nil || len(e.Errors) == 0 || e.Errors[0].Code == "" {
+		return ""
+	}
+	r := e.Errors[0].Code
+	if m := e.Errors[0].Message; m != "" {
+		r += ": " + m
+	}
+	if len(r) > 200 {
+		r = r[:200] + "..."
+	}
+	return r
+}
+
+// credentialsError is a credential set that could not be used. Its
+// message, for the log, has the reason (a Vault path and address, a file);
+// clients see that the set is unusable and where the operator looks.
+type credentialsError struct {
+	set string
+	err error
+}
+
+func (e *credentialsError) Error() string { return e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }
+
+func (e *credentialsError) public() string {
+	return fmt.Sprintf("credential set %q cannot be used: an operator sees why with regcache credential-set show -n %s", e.set, e.set)
+}
+
+// PublicMessage is err's message for a client: failed upstream requests
+// appear as the login server and the status, and unusable credential sets
+// as their name, without the endpoint URLs, addresses, secret locations
+// and transport details the log keeps.
+func PublicMessage(err error) string {
+	msg := err.Error()
+	var walk func(error)
+	walk = func(e error) {
+		switch x := e.(type) {
+		case nil:
+			return
+		case interface{ public() string }:
+			msg = strings.ReplaceAll(msg, e.Error(), x.public())
+			return
+		case interface{ Unwrap() []error }:
+			for _, c := range x.Unwrap() {
+				walk(c)
+			}
+		case interface{ Unwrap() error }:
+			walk(x.Unwrap())
+		}
+	}
+	walk(err)
+	return msg
 }
 
 // errCredentials marks a credential set whose secrets could not be
@@ -237,11 +336,7 @@ var errNotFound = errors.New("not found upstream")
 
 // classify wraps err with the sentinel matching an upstream status (or
 // with ErrUnavailable for transport failures).
-func classify(err error, status int, cause error) error {
-	var terr *transport.Error
-	if status == 0 && errors.As(cause, &terr) {
-		status = terr.StatusCode
-	}
+func classify(err error, status int) error {
 	switch status {
 	case http.StatusNotFound:
 		return fmt.Errorf("%w: %w", errNotFound, err)
@@ -275,7 +370,7 @@ func VerifyCredentials(ctx context.Context, endpoints *Endpoints, base http.Roun
 	}
 	rt, err := transport.NewWithContext(ctx, reg, auth, base, nil)
 	if err != nil {
-		return classify(fmt.Errorf("upstream %s (%s): %w", loginServer, ep, err), 0, err)
+		return upstreamFailure(loginServer, 0, "", fmt.Errorf("upstream %s (%s): %w", loginServer, ep, err), err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, ep.String()+"/v2/", nil)
 	if err != nil {
@@ -283,11 +378,11 @@ func VerifyCredentials(ctx context.Context, endpoints *Endpoints, base http.Roun
 	}
 	resp, err := (&http.Client{Transport: rt}).Do(req)
 	if err != nil {
-		return classify(fmt.Errorf("upstream %s (%s): %w", loginServer, ep, err), 0, err)
+		return upstreamFailure(loginServer, 0, "", fmt.Errorf("upstream %s (%s): %w", loginServer, ep, err), err)
 	}
 	resp.Body.Close()
 	if resp.StatusCode/100 != 2 {
-		return classify(fmt.Errorf("upstream %s answered %s to GET /v2/", loginServer, resp.Status), resp.StatusCode, nil)
+		return upstreamFailure(loginServer, resp.StatusCode, "", fmt.Errorf("upstream %s answered %s to GET /v2/", loginServer, resp.Status), nil)
 	}
 	return nil
 }

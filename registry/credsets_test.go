@@ -204,7 +204,9 @@ func TestCredentialSetsAdmin(t *testing.T) {
 }
 
 // TestUnhealthySetPull: a pull through a rule whose set cannot be resolved
-// answers UNAUTHORIZED naming the set and the reason.
+// answers UNAUTHORIZED naming the set and where an operator finds why; the
+// reason itself (a secret's location) is for the operator, in the set's
+// status, not for the client.
 func TestUnhealthySetPull(t *testing.T) {
 	t.Parallel()
 	s := newCredStack(t)
@@ -218,7 +220,14 @@ func TestUnhealthySetPull(t *testing.T) {
 	}
 	resp, body := do(t, "GET", s.url+"/v2/app/manifests/v1", nil, nil)
 	if resp.StatusCode != 401 || !strings.Contains(string(body), `"UNAUTHORIZED"`) || !strings.Contains(string(body), `credential set \"broken\"`) ||
+		!strings.Contains(string(body), "credential-set show -n broken") {
+		t.Fatalf("pull: %d %s; want UNAUTHORIZED naming the set and where to look", resp.StatusCode, body)
+	}
+	if strings.Contains(string(body), "/run/secrets") {
+		t.Errorf("pull: the client sees the secret's location: %s", body)
+	}
+	if resp, body := admin(t, s, "GET", setsPath+"/broken", ""); resp.StatusCode != 200 ||
 		!strings.Contains(string(body), "file not found: /run/secrets/nonexistent/regcache/password") {
-		t.Fatalf("pull: %d %s; want UNAUTHORIZED naming the set and the reason", resp.StatusCode, body)
+		t.Errorf("show: %d %s; want the reason in the set's status", resp.StatusCode, body)
 	}
 }

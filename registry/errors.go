@@ -83,9 +83,38 @@ func writeOCIError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err
 		// credentials, the upstream refused the rule's.
 		h.Set("WWW-Authenticate", `Basic realm="regcache"`)
 	}
+	msg := cache.PublicMessage(err)
+	if status >= 500 {
+		// The distribution spec's warnings: clients that print them
+		// (containerd, and docker through it) show the reason where they
+		// would show only the status: docker prints the body of a 4xx
+		// answer but not of a 5xx. Not on 4xx, which are part of normal
+		// flows (a HEAD before an upload, a referrers probe).
+		// https://github.com/opencontainers/distribution-spec/blob/main/spec.md#warnings
+		h.Set("Warning", warning(msg))
+	}
 	w.WriteHeader(status)
 	if r.Method == http.MethodHead {
 		return
 	}
-	json.NewEncoder(w).Encode(errorBody{Errors: []errorEntry{{Code: code, Message: err.Error()}}})
+	json.NewEncoder(w).Encode(errorBody{Errors: []errorEntry{{Code: code, Message: msg}}})
+}
+
+// warning formats msg as a Warning header value of the distribution spec:
+// code 299, no agent, a quoted text of printable ASCII, at most 200
+// characters.
+func warning(msg string) string {
+	b := make([]byte, 0, len(msg)+8)
+	b = append(b, `299 - "`...)
+	for i := 0; i < len(msg) && i < 200; i++ {
+		switch c := msg[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c > 0x7e:
+			b = append(b, ' ')
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(append(b, '"'))
 }

@@ -215,8 +215,9 @@ func TestConfigRulesNeedTheirSets(t *testing.T) {
 
 // TestUnhealthySetPullError: a pull through a rule whose credential set
 // cannot be resolved fails with UNAUTHORIZED and a message that names the
-// set once and gives the reason (not "credential set X: credential set X
-// is unhealthy: ...").
+// set once (not "credential set X: credential set X is unhealthy: ...")
+// and the command that shows the reason; the reason (where the secret is
+// kept) is the operator's, not the client's.
 func TestUnhealthySetPullError(t *testing.T) {
 	t.Parallel()
 	url := newCredCLIServer(t)
@@ -247,7 +248,11 @@ func TestUnhealthySetPullError(t *testing.T) {
 	if n := strings.Count(msg, `credential set "Broken"`); n != 1 {
 		t.Errorf("message %q names the set %d times, want once", msg, n)
 	}
-	if !strings.Contains(msg, "NOT_SET_ANYWHERE") {
-		t.Errorf("message %q does not give the reason (the missing variable)", msg)
+	if !strings.Contains(msg, "regcache credential-set show -n Broken") || strings.Contains(msg, "NOT_SET_ANYWHERE") {
+		t.Errorf("message %q: want the command that shows the reason, not the reason (a secret's location)", msg)
+	}
+	out, _, err := runCLI(t, t.Context(), env, "credential-set", "show", "-n", "Broken", "-o", "table")
+	if err != nil || !strings.Contains(out, "NOT_SET_ANYWHERE") {
+		t.Errorf("credential-set show: %v\n%s\nwant the reason (the missing variable)", err, out)
 	}
 }
