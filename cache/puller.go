@@ -161,7 +161,7 @@ func DefaultTransport() *http.Transport {
 }
 
 func (p *Puller) match(repo string) (upstreamRepo, bool) {
-	m, ok := p.rules.Snapshot().Match(repo)
+	m, ok := p.rules.Match(repo)
 	if !ok {
 		return upstreamRepo{}, false
 	}
@@ -184,8 +184,13 @@ func (p *Puller) match(repo string) (upstreamRepo, bool) {
 //   - else, with a default registry, the rule whose source covers
 //     <default>/<name> (Docker's registry-mirrors);
 //   - else name itself: a local repository.
+//
+// A name in a local namespace (and given without ns) is always itself.
 func (p *Puller) Route(ctx context.Context, name, ns string) (string, error) {
 	rs := p.rules.Snapshot()
+	if ns == "" && p.rules.IsLocal(name) {
+		return name, nil
+	}
 	if ns != "" {
 		if _, local, ok := rs.MatchSource(ns + "/" + name); ok {
 			return local, nil

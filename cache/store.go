@@ -63,6 +63,7 @@ type Store struct {
 	current atomic.Pointer[RuleSet]
 	records Records
 	creds   Credentials
+	local   atomic.Pointer[[]string] // local namespaces (localns.go)
 }
 
 // NewStore loads the rules persisted in records on top of the config rules.
@@ -211,6 +212,9 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 func (s *Store) validate(ctx context.Context, r Rule) (Rule, error) {
 	n, err := Normalize(r)
 	if err != nil {
+		return Rule{}, err
+	}
+	if err := checkLocalNamespaces(s.localNamespaces(), n); err != nil {
 		return Rule{}, err
 	}
 	return n, s.checkCredentialSet(ctx, n)
