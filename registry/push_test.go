@@ -428,5 +428,3 @@ func TestReferrersCached(t *testing.T) {
 		})
 	}
 }
-
-
