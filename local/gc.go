@@ -227,6 +227,9 @@ func (r *Repos) readManifest(ctx context.Context, digest string) (manifest.Manif
 	return manifest.Parse("", body)
 }
 
+// Grace reports how long unreferenced blobs are kept.
+func (r *Repos) Grace() time.Duration { return r.opts.Grace }
+
 // RunGC collects garbage every interval until ctx ends.
 func (r *Repos) RunGC(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)

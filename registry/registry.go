@@ -57,6 +57,8 @@ type Config struct {
 	// the catalog (optional; see push.go): without it, pushes answer
 	// UNSUPPORTED.
 	Local LocalRepos
+	// GC serves POST /admin/v1/gc (optional).
+	GC GarbageCollector
 }
 
 type server struct {
@@ -79,6 +81,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.adminRoutes(mux)
 	s.credentialSetRoutes(mux)
+	s.gcRoutes(mux)
 	return s.accessLog(mux), nil
 }
 
