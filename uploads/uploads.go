@@ -174,27 +174,32 @@ func (s *Sessions) acquire(repo, id string) (func(), error) {
 	return l.Unlock, nil
 }
 
-// resume opens the writer of an acquired session.
-func (s *Sessions) resume(ctx context.Context, repo, id string) (*storage.Writer, error) {
-	w, err := s.store.ResumeUpload(ctx, id)
+// open locks session id of repo for one request and opens its writer;
+// release unlocks it (after the writer was suspended or committed).
+func (s *Sessions) open(ctx context.Context, repo, id string) (w *storage.Writer, release func(), err error) {
+	release, err = s.acquire(repo, id)
+	if err != nil {
+		return nil, nil, err
+	}
+	w, err = s.store.ResumeUpload(ctx, id)
 	if errors.Is(err, storage.ErrNotFound) {
 		s.end(ctx, id)
-		return nil, fmt.Errorf("%w: %s in %s (its bytes are gone)", ErrUnknown, id, repo)
+		err = fmt.Errorf("%w: %s in %s (its bytes are gone)", ErrUnknown, id, repo)
 	}
-	return w, err
+	if err != nil {
+		release()
+		return nil, nil, err
+	}
+	return w, release, nil
 }
 
 // Status returns how many bytes the session holds.
 func (s *Sessions) Status(ctx context.Context, repo, id string) (int64, error) {
-	release, err := s.acquire(repo, id)
+	w, release, err := s.open(ctx, repo, id)
 	if err != nil {
 		return 0, err
 	}
 	defer release()
-	w, err := s.resume(ctx, repo, id)
-	if err != nil {
-		return 0, err
-	}
 	n := w.Written()
 	return n, w.Suspend()
 }
@@ -205,15 +210,11 @@ func (s *Sessions) Status(ctx context.Context, repo, id string) (int64, error) {
 // holds afterwards, also when the body ended early (the client may
 // resume from there).
 func (s *Sessions) Write(ctx context.Context, repo, id string, start, length int64, r io.Reader) (int64, error) {
-	release, err := s.acquire(repo, id)
+	w, release, err := s.open(ctx, repo, id)
 	if err != nil {
 		return 0, err
 	}
 	defer release()
-	w, err := s.resume(ctx, repo, id)
-	if err != nil {
-		return 0, err
-	}
 	n, err := s.write(w, start, length, r)
 	if serr := w.Suspend(); err == nil {
 		err = serr
@@ -252,15 +253,11 @@ func (s *Sessions) Commit(ctx context.Context, repo, id, digest string, start, l
 	if _, err := storage.ParseDigest(digest); err != nil {
 		return 0, err
 	}
-	release, err := s.acquire(repo, id)
+	w, release, err := s.open(ctx, repo, id)
 	if err != nil {
 		return 0, err
 	}
 	defer release()
-	w, err := s.resume(ctx, repo, id)
-	if err != nil {
-		return 0, err
-	}
 	n, err := s.write(w, start, length, r)
 	if err != nil {
 		// An out-of-order or short final chunk leaves the session as it
