@@ -3,6 +3,7 @@ package registry_test
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"log"
 	"net/http"
@@ -218,6 +219,25 @@ func TestLocalNamespaceRouting(t *testing.T) {
 			resp, body := do(t, "POST", s.url+"/v2/lab/app/blobs/uploads/", nil, nil)
 			if resp.StatusCode != tc.status {
 				t.Fatalf("push to lab/app: %d %s, want %d", resp.StatusCode, body, tc.status)
+			}
+			// No rule may target a local namespace (nor cover one).
+			for _, target := range []string{"lab/*", "lab/app", "*"} {
+				r := cache.Rule{Name: "lab-rule", Source: "quay.io/lab/*", Target: target}
+				if !strings.HasSuffix(target, "*") {
+					r.Source = "quay.io/lab/app"
+				}
+				if target == "*" {
+					r.Target, r.Source = "l/*", "quay.io/l/*"
+				}
+				_, err := s.store.Create(t.Context(), r)
+				var fe *cache.FieldError
+				refused := errors.As(err, &fe) && strings.Contains(fe.Reason, "local namespace")
+				if refused != (tc.localNS != nil && target != "*") {
+					t.Errorf("rule with target %s: %v", r.Target, err)
+				}
+				if err == nil {
+					s.store.Delete(t.Context(), r.Name)
+				}
 			}
 		})
 	}
