@@ -35,9 +35,13 @@ run: build
 	./$(BIN) serve $(ARGS)
 
 # The whole suite: installs the test peers when missing (idempotent), then
-# gofmt, go vet and every test, e2e included.
+# gofmt, go vet and every test, e2e included. Test artifacts (the OCI
+# conformance suite's JUnit and HTML reports) are kept in TEST_ARTIFACTS.
+TEST_ARTIFACTS ?= $(CURDIR)/bin/test-artifacts
+
 test: peers lint
-	$(GO) test -race -count=1 -timeout 20m ./...
+	@mkdir -p $(TEST_ARTIFACTS)
+	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(TEST_ARTIFACTS) ./...
 
 lint: fmt-check vet
 

@@ -174,7 +174,7 @@ func DefaultTransport() *http.Transport {
 }
 
 func (p *Puller) match(repo string) (upstreamRepo, bool) {
-	m, ok := p.rules.Snapshot().Match(repo)
+	m, ok := p.rules.Match(repo)
 	if !ok {
 		return upstreamRepo{}, false
 	}
@@ -200,12 +200,16 @@ func (p *Puller) match(repo string) (upstreamRepo, bool) {
 //
 // ns is a registry host and nothing else (containerd sends ns=docker.io);
 // a path, a port-less IPv6 literal without brackets or anything else is
-// refused, and so is a routed name outside the repository grammar.
+// refused, and so is a routed name outside the repository grammar. A name
+// in a local namespace (and given without ns) is always itself.
 func (p *Puller) Route(ctx context.Context, name, ns string) (string, error) {
 	if !ValidRepository(name) {
 		return "", fmt.Errorf("%w: %q", ErrNameInvalid, name)
 	}
 	rs := p.rules.Snapshot()
+	if ns == "" && p.rules.IsLocal(name) {
+		return name, nil
+	}
 	if ns != "" {
 		if !ValidHost(ns) {
 			return "", fmt.Errorf("%w: ns=%q must be a registry host such as docker.io or registry.example.com:5000", ErrNameInvalid, ns)

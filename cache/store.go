@@ -64,7 +64,8 @@ type Store struct {
 	current   atomic.Pointer[RuleSet]
 	records   Records
 	creds     Credentials
-	upstreams *Endpoints // nil: any upstream
+	upstreams *Endpoints               // nil: any upstream
+	local     atomic.Pointer[[]string] // local namespaces (localns.go)
 }
 
 // StoreOption adjusts a Store.
@@ -232,6 +233,9 @@ func (s *Store) validate(ctx context.Context, r Rule) (Rule, error) {
 		return Rule{}, err
 	}
 	if err := s.checkUpstream(n); err != nil {
+		return Rule{}, err
+	}
+	if err := checkLocalNamespaces(s.localNamespaces(), n); err != nil {
 		return Rule{}, err
 	}
 	return n, s.checkCredentialSet(ctx, n)

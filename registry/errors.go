@@ -7,7 +7,9 @@ import (
 	"net/http"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/storage"
+	"github.com/regcache/regcache/uploads"
 )
 
 // Errors found while parsing a request; they map to OCI codes below.
@@ -17,6 +19,7 @@ var (
 	errUnsupported   = errors.New("the operation is unsupported")
 	errPageInvalid   = errors.New("invalid pagination number")
 	errNotFound      = errors.New("no such endpoint")
+	errRangeInvalid  = errors.New("invalid Content-Range")
 )
 
 // ociError is one row of the table below.
@@ -40,10 +43,24 @@ var ociErrors = []ociError{
 	{cache.ErrNameUnknown, "NAME_UNKNOWN", http.StatusNotFound},
 	{cache.ErrManifestUnknown, "MANIFEST_UNKNOWN", http.StatusNotFound},
 	{cache.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound},
+	{local.ErrDenied, "DENIED", http.StatusForbidden},
+	{local.ErrDeleteDisabled, "UNSUPPORTED", http.StatusMethodNotAllowed},
+	{local.ErrManifestTooLarge, "MANIFEST_INVALID", http.StatusRequestEntityTooLarge},
+	{local.ErrManifestInvalid, "MANIFEST_INVALID", http.StatusBadRequest},
+	{local.ErrManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", http.StatusBadRequest},
+	{local.ErrDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest},
+	{local.ErrManifestUnknown, "MANIFEST_UNKNOWN", http.StatusNotFound},
+	{local.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound},
+	{uploads.ErrUnknown, "BLOB_UPLOAD_UNKNOWN", http.StatusNotFound},
+	{uploads.ErrRange, "BLOB_UPLOAD_INVALID", http.StatusRequestedRangeNotSatisfiable},
+	{uploads.ErrInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
+	{errRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
 	{cache.ErrUnauthorized, "UNAUTHORIZED", http.StatusUnauthorized},
 	{cache.ErrDenied, "DENIED", http.StatusForbidden},
 	{cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
 	{cache.ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
+	{storage.ErrDigestMismatch, "DIGEST_INVALID", http.StatusBadRequest},
+	{storage.ErrSizeMismatch, "SIZE_INVALID", http.StatusBadRequest},
 }
 
 // codeOf returns the OCI code and HTTP status of err: UNKNOWN and 500 when

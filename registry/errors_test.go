@@ -12,7 +12,9 @@ import (
 	"testing"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/storage"
+	"github.com/regcache/regcache/uploads"
 )
 
 func TestCodeOf(t *testing.T) {
@@ -37,6 +39,21 @@ func TestCodeOf(t *testing.T) {
 		{"denied", cache.ErrDenied, "DENIED", http.StatusForbidden},
 		{"too many requests", cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
 		{"unavailable", cache.ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
+		{"push into a cache", local.ErrDenied, "DENIED", http.StatusForbidden},
+		{"delete disabled", local.ErrDeleteDisabled, "UNSUPPORTED", http.StatusMethodNotAllowed},
+		{"manifest too large", local.ErrManifestTooLarge, "MANIFEST_INVALID", http.StatusRequestEntityTooLarge},
+		{"manifest invalid", local.ErrManifestInvalid, "MANIFEST_INVALID", http.StatusBadRequest},
+		{"manifest blob unknown", local.ErrManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", http.StatusBadRequest},
+		{"pushed digest mismatch", local.ErrDigestInvalid, "DIGEST_INVALID", http.StatusBadRequest},
+		{"local manifest unknown", local.ErrManifestUnknown, "MANIFEST_UNKNOWN", http.StatusNotFound},
+		{"local blob unknown", local.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound},
+		{"upload unknown", uploads.ErrUnknown, "BLOB_UPLOAD_UNKNOWN", http.StatusNotFound},
+		{"chunk out of order", uploads.ErrRange, "BLOB_UPLOAD_INVALID", http.StatusRequestedRangeNotSatisfiable},
+		{"upload invalid", uploads.ErrInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
+		{"bad Content-Range", errRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
+		{"upload digest mismatch", storage.ErrDigestMismatch, "DIGEST_INVALID", http.StatusBadRequest},
+		{"upload size mismatch", storage.ErrSizeMismatch, "SIZE_INVALID", http.StatusBadRequest},
+		{"fill digest mismatch is the upstream's fault", fmt.Errorf("%w: %w", cache.ErrUnavailable, storage.ErrDigestMismatch), "UNAVAILABLE", http.StatusServiceUnavailable},
 
 		{"wrapped blob unknown", fmt.Errorf("x: %w", cache.ErrBlobUnknown), "BLOB_UNKNOWN", http.StatusNotFound},
 		{"twice wrapped manifest unknown", fmt.Errorf("a: %w", fmt.Errorf("b: %w", cache.ErrManifestUnknown)), "MANIFEST_UNKNOWN", http.StatusNotFound},

@@ -18,13 +18,14 @@ const (
 	kindTags                 // /v2/<name>/tags/list
 	kindUpload               // /v2/<name>/blobs/uploads/...
 	kindReferrer             // /v2/<name>/referrers/<digest>
+	kindCatalog              // /v2/_catalog
 )
 
 // ociPath is a parsed OCI distribution API path.
 type ociPath struct {
 	kind kind
 	name string // repository name
-	ref  string // tag or digest (manifests), digest (blobs, referrers)
+	ref  string // tag or digest (manifests), digest (blobs, referrers), session id (uploads)
 }
 
 // parsePath parses the URL path of an OCI distribution API request. It is
@@ -41,6 +42,9 @@ func parsePath(p string) (ociPath, error) {
 	if rest == "" {
 		return ociPath{kind: kindBase}, nil
 	}
+	if rest == "_catalog" {
+		return ociPath{kind: kindCatalog}, nil
+	}
 	// A reference (tag, digest or upload id) holds no '/', so the endpoint is
 	// named by the segments before the last one; the repository name may
 	// itself hold segments such as "manifests" or "blobs".
@@ -55,7 +59,7 @@ func parsePath(p string) (ociPath, error) {
 	case strings.HasSuffix(rest, "/blobs/uploads"):
 		out = ociPath{kind: kindUpload, name: strings.TrimSuffix(rest, "/blobs/uploads")}
 	case strings.HasSuffix(head, "/blobs/uploads"):
-		out = ociPath{kind: kindUpload, name: strings.TrimSuffix(head, "/blobs/uploads")}
+		out = ociPath{kind: kindUpload, name: strings.TrimSuffix(head, "/blobs/uploads"), ref: ref}
 	case strings.HasSuffix(head, "/manifests"):
 		out = ociPath{kind: kindManifest, name: strings.TrimSuffix(head, "/manifests"), ref: ref}
 	case strings.HasSuffix(head, "/blobs"):

@@ -43,7 +43,8 @@ func TestParsePath(t *testing.T) {
 
 		{name: "upload start", path: "/v2/a/b/blobs/uploads/", want: ociPath{kind: kindUpload, name: "a/b"}},
 		{name: "upload start without slash", path: "/v2/a/blobs/uploads", want: ociPath{kind: kindUpload, name: "a"}},
-		{name: "upload session", path: "/v2/a/blobs/uploads/3f1c-uuid", want: ociPath{kind: kindUpload, name: "a"}},
+		{name: "upload session", path: "/v2/a/blobs/uploads/3f1c-uuid", want: ociPath{kind: kindUpload, name: "a", ref: "3f1c-uuid"}},
+		{name: "catalog", path: "/v2/_catalog", want: ociPath{kind: kindCatalog}},
 
 		{name: "referrers", path: "/v2/a/referrers/" + digest, want: ociPath{kind: kindReferrer, name: "a", ref: digest}},
 

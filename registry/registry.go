@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/storage"
 )
 
 // Backend answers reads of repositories (cache.Puller).
@@ -28,6 +29,10 @@ type Backend interface {
 	Blob(ctx context.Context, repo, digest string) (cache.Content, error)
 	StatBlob(ctx context.Context, repo, digest string) (int64, error)
 	Tags(ctx context.Context, repo string) ([]string, error)
+	// Negotiate picks what to serve for a manifest request's Accept header.
+	Negotiate(ctx context.Context, repo, ref string, c cache.Content, accept []string) (cache.Content, error)
+	// Referrers lists the manifests whose subject is digest (unfiltered).
+	Referrers(ctx context.Context, repo, digest string) ([]storage.Descriptor, error)
 }
 
 // Rules manages cache rules (cache.Store).
@@ -51,6 +56,12 @@ type Config struct {
 	// Limits: the handler applies WriteIdleTimeout and ReadIdleTimeout
 	// (zero: the defaults); NewServer and Listen apply the others.
 	Limits Limits
+	// Local accepts pushes and deletes into local repositories and lists
+	// the catalog (optional; see push.go): without it, pushes answer
+	// UNSUPPORTED.
+	Local LocalRepos
+	// GC serves POST /admin/v1/gc (optional).
+	GC GarbageCollector
 }
 
 type server struct {
@@ -74,6 +85,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.adminRoutes(mux)
 	s.credentialSetRoutes(mux)
+	s.gcRoutes(mux)
 	return s.accessLog(mux), nil
 }
 
@@ -87,32 +99,38 @@ func (s *server) oci(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) serveOCI(w http.ResponseWriter, r *http.Request) error {
 	p, err := parsePath(r.URL.Path)
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	if err != nil {
+		if read && p.kind == kindManifest && errors.Is(err, errTagInvalid) {
+			// No manifest can have an invalid tag: for a read that is
+			// "unknown", as distribution answers.
+			return fmt.Errorf("%w: %v", cache.ErrManifestUnknown, err)
+		}
 		return err
 	}
-	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch {
-	case p.kind == kindUpload || !read:
-		return fmt.Errorf("%w: %s %s (regcache serves pulls; pushes are not supported)", errUnsupported, r.Method, r.URL.Path)
 	case p.kind == kindBase:
 		return s.base(w, r)
-	case p.kind == kindReferrer:
-		// Not implemented yet: 404, as a registry without the API answers,
-		// makes clients fall back to the referrers tag schema
-		// (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#unavailable-referrers-api).
-		return fmt.Errorf("%w: %s (the referrers API is not available; use the sha256-<hex> tag schema)", errNotFound, r.URL.Path)
+	case p.kind == kindCatalog && read:
+		return s.catalog(w, r)
+	case p.kind == kindCatalog:
+		return fmt.Errorf("%w: %s %s", errUnsupported, r.Method, r.URL.Path)
 	}
 	requested := p.name
 	if p.name, err = s.Backend.Route(r.Context(), p.name, r.URL.Query().Get("ns")); err != nil {
 		return err
 	}
 	switch {
+	case p.kind == kindUpload || !read:
+		return s.write(w, r, p, requested)
 	case p.kind == kindManifest:
 		return s.manifest(w, r, p)
 	case p.kind == kindBlob:
 		return s.blob(w, r, p)
 	case p.kind == kindTags:
 		return s.tags(w, r, p, requested)
+	case p.kind == kindReferrer:
+		return s.referrers(w, r, p)
 	}
 	return fmt.Errorf("%w: %s %s", errUnsupported, r.Method, r.URL.Path)
 }
@@ -130,6 +148,9 @@ func (s *server) base(w http.ResponseWriter, r *http.Request) error {
 func (s *server) manifest(w http.ResponseWriter, r *http.Request, p ociPath) error {
 	c, err := s.Backend.Manifest(r.Context(), p.name, p.ref)
 	if err != nil {
+		return err
+	}
+	if c, err = s.Backend.Negotiate(r.Context(), p.name, p.ref, c, r.Header.Values("Accept")); err != nil {
 		return err
 	}
 	defer c.Body.Close()

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 )
 
 // Sentinel errors of the storage package; test with errors.Is.
@@ -134,6 +135,67 @@ func (b *Blobs) Create(ctx context.Context, digest string, size int64) (*Writer,
 	return &Writer{f: f, h: sha256.New(), digest: digest, size: size, final: final}, nil
 }
 
+// Remove deletes the committed blob digest (garbage collection decides
+// when); ErrNotFound when absent. A reader holding the file open keeps
+// reading it to the end.
+func (b *Blobs) Remove(ctx context.Context, digest string) error {
+	p, err := b.path(digest)
+	if err != nil {
+		return err
+	}
+	err = os.Remove(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("blob %s: %w", digest, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("remove blob %s: %w", digest, err)
+	}
+	return nil
+}
+
+// BlobInfo describes a committed blob.
+type BlobInfo struct {
+	Digest string
+	Size   int64
+	// Modified is when the blob's bytes were last written.
+	Modified time.Time
+}
+
+// Walk calls fn for every committed blob, in no particular order, until
+// fn returns an error (which Walk returns).
+func (b *Blobs) Walk(ctx context.Context, fn func(BlobInfo) error) error {
+	top := filepath.Join(b.root, "sha256")
+	dirs, err := os.ReadDir(top)
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	for _, d := range dirs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		entries, err := os.ReadDir(filepath.Join(top, d.Name()))
+		if err != nil {
+			return fmt.Errorf("list blobs: %w", err)
+		}
+		for _, e := range entries {
+			if !sha256Hex.MatchString(e.Name()) {
+				continue
+			}
+			fi, err := e.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				continue // removed meanwhile
+			}
+			if err != nil {
+				return fmt.Errorf("list blobs: %w", err)
+			}
+			if err := fn(BlobInfo{Digest: "sha256:" + e.Name(), Size: fi.Size(), Modified: fi.ModTime()}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Put writes r as the blob with the given digest and size, verifying both.
 func (b *Blobs) Put(ctx context.Context, digest string, size int64, r io.Reader) error {
 	w, err := b.Create(ctx, digest, size)
@@ -156,6 +218,10 @@ type Writer struct {
 	size   int64
 	final  string
 	done   bool
+	// upload is the directory of a resumable upload (see uploads.go);
+	// empty for a writer that lives in one call.
+	upload string
+	store  *Blobs
 }
 
 // Write appends p to the temporary file and the running digest.
@@ -200,8 +266,10 @@ func (w *Writer) Commit() error {
 	}
 	if err != nil {
 		os.Remove(w.f.Name())
+		w.removeUpload()
 		return fmt.Errorf("commit blob %s: %w", w.digest, err)
 	}
+	w.removeUpload()
 	// Make the new directory entry durable too.
 	if d, err := os.Open(filepath.Dir(w.final)); err == nil {
 		d.Sync()
@@ -241,4 +309,5 @@ func (w *Writer) Cancel() {
 	w.done = true
 	w.f.Close()
 	os.Remove(w.f.Name())
+	w.removeUpload()
 }

@@ -17,6 +17,8 @@ import (
 //	records/<kind>/<key>          JSON documents owned by other packages (cache rules)
 //	repos/<repo>/links/<digest>   Link: the blob was fetched or pushed for <repo>
 //	repos/<repo>/tags/<tag>       Tag: the manifest a tag points at, and when it was fetched
+//	repos/<repo>/referrers/<subject>/<digest>  Descriptor of a manifest whose subject is <subject>
+//	repos/<repo>/referrers-fetched/<subject>   when a cached repository's listing was fetched
 //	access/<digest>               when the blob was last served (RFC 3339), written in batches
 var (
 	bucketRecords = []byte("records")
@@ -133,37 +135,50 @@ func (m *Meta) Link(ctx context.Context, repo string, l Link, tag *Tag) error {
 	if _, err := ParseDigest(l.Digest); err != nil {
 		return err
 	}
-	linkJSON, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	err = m.db.Update(func(tx *bolt.Tx) error {
-		links, err := repoBucket(tx, repo, bucketLinks, true)
-		if err != nil {
-			return err
-		}
-		if err := links.Put([]byte(l.Digest), linkJSON); err != nil {
-			return err
-		}
-		if tag == nil {
-			return nil
-		}
-		t := *tag
-		t.Digest = l.Digest
-		tagJSON, err := json.Marshal(t)
-		if err != nil {
-			return err
-		}
-		tags, err := repoBucket(tx, repo, bucketTags, true)
-		if err != nil {
-			return err
-		}
-		return tags.Put([]byte(tag.Name), tagJSON)
-	})
+	err := m.db.Update(func(tx *bolt.Tx) error { return putLink(tx, repo, l, tag) })
 	if err != nil {
 		return fmt.Errorf("link %s to %s: %w", l.Digest, repo, err)
 	}
 	return nil
+}
+
+func putLink(tx *bolt.Tx, repo string, l Link, tag *Tag) error {
+	linkJSON, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	links, err := repoBucket(tx, repo, bucketLinks, true)
+	if err != nil {
+		return err
+	}
+	if l.MediaType == "" {
+		// A blob link never demotes a manifest link of the same digest.
+		var old Link
+		if raw := links.Get([]byte(l.Digest)); raw != nil && json.Unmarshal(raw, &old) == nil && old.MediaType != "" {
+			kept := l
+			kept.MediaType = old.MediaType
+			if linkJSON, err = json.Marshal(kept); err != nil {
+				return err
+			}
+		}
+	}
+	if err := links.Put([]byte(l.Digest), linkJSON); err != nil {
+		return err
+	}
+	if tag == nil {
+		return nil
+	}
+	t := *tag
+	t.Digest = l.Digest
+	tagJSON, err := json.Marshal(t)
+	if err != nil {
+		return err
+	}
+	tags, err := repoBucket(tx, repo, bucketTags, true)
+	if err != nil {
+		return err
+	}
+	return tags.Put([]byte(tag.Name), tagJSON)
 }
 
 // Linked returns the link of digest in repo, or ErrNotFound.

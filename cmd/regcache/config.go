@@ -18,6 +18,7 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/credentials"
+	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/registry"
 )
 
@@ -71,6 +72,29 @@ type Config struct {
 	// checks (--credential-health-interval,
 	// REGCACHE_CREDENTIAL_HEALTH_INTERVAL; 0 is the default, 1m).
 	CredentialHealthInterval time.Duration `yaml:"credentialHealthInterval"`
+	// LocalNamespaces are repository prefixes kept for local (pushed)
+	// repositories: routing never sends them upstream (not even through
+	// DefaultRegistry) and no rule may target them (--local-namespace,
+	// repeatable; REGCACHE_LOCAL_NAMESPACES="lab/*,ci/*"). Default: none.
+	LocalNamespaces []string `yaml:"localNamespaces"`
+	// UploadIdleTimeout removes a blob upload session that received nothing
+	// for this long (--upload-idle-timeout, REGCACHE_UPLOAD_IDLE_TIMEOUT;
+	// 0 is the default, 1h).
+	UploadIdleTimeout time.Duration `yaml:"uploadIdleTimeout"`
+	// AllowDelete lists what clients may delete from local repositories:
+	// manifests, tags, blobs, or none (--allow-delete,
+	// REGCACHE_ALLOW_DELETE; empty is the default, all three). Cached
+	// repositories refuse every delete.
+	AllowDelete []string `yaml:"allowDelete"`
+	// GCInterval is the period of garbage collection of blobs nothing
+	// references (--gc-interval, REGCACHE_GC_INTERVAL; default 1h; 0 turns
+	// it off, POST /admin/v1/gc still runs one).
+	GCInterval time.Duration `yaml:"gcInterval"`
+	// GCGrace keeps blobs written or linked more recently than this from
+	// garbage collection: the longest a push may take between its first
+	// blob and its manifest (--gc-grace, REGCACHE_GC_GRACE; 0 is the
+	// default, 1h).
+	GCGrace time.Duration `yaml:"gcGrace"`
 	// LogLevel is debug, info, warn or error (--log-level, REGCACHE_LOG_LEVEL).
 	LogLevel string `yaml:"logLevel"`
 	// LogFormat is text or json (--log-format, REGCACHE_LOG_FORMAT).
@@ -100,6 +124,11 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.StringArray("secret-file-dir", nil, "file:// secret references must name a file under this directory; repeatable (env REGCACHE_SECRETS_FILE_DIRS, comma-separated; default "+credentials.DefaultFileDir+")")
 	fs.Duration("credential-cache-ttl", 0, "how long resolved credential set secrets are reused (env REGCACHE_CREDENTIAL_CACHE_TTL; default 5m)")
 	fs.Duration("credential-health-interval", 0, "period of credential set health checks (env REGCACHE_CREDENTIAL_HEALTH_INTERVAL; default 1m)")
+	fs.StringArray("local-namespace", nil, "repository prefix kept for pushed repositories, e.g. lab/*: never routed upstream, not even by --default-registry; repeatable (env REGCACHE_LOCAL_NAMESPACES, comma-separated)")
+	fs.Duration("upload-idle-timeout", 0, "remove a blob upload session that received nothing for this long (env REGCACHE_UPLOAD_IDLE_TIMEOUT; default 1h)")
+	fs.StringSlice("allow-delete", nil, "what clients may delete from local repositories: manifests, tags, blobs, or none (env REGCACHE_ALLOW_DELETE; default manifests,tags,blobs)")
+	fs.Duration("gc-interval", 0, "period of garbage collection of blobs no manifest references; negative turns it off (env REGCACHE_GC_INTERVAL; default 1h)")
+	fs.Duration("gc-grace", 0, "garbage collection keeps blobs written or linked more recently than this (env REGCACHE_GC_GRACE; default 1h)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
@@ -138,6 +167,9 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	}{
 		{&cfg.CredentialCacheTTL, "credential-cache-ttl", "REGCACHE_CREDENTIAL_CACHE_TTL"},
 		{&cfg.CredentialHealthInterval, "credential-health-interval", "REGCACHE_CREDENTIAL_HEALTH_INTERVAL"},
+		{&cfg.UploadIdleTimeout, "upload-idle-timeout", "REGCACHE_UPLOAD_IDLE_TIMEOUT"},
+		{&cfg.GCInterval, "gc-interval", "REGCACHE_GC_INTERVAL"},
+		{&cfg.GCGrace, "gc-grace", "REGCACHE_GC_GRACE"},
 	} {
 		if v := getenv(d.env); v != "" {
 			dur, err := time.ParseDuration(v)
@@ -168,6 +200,16 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 			*n.dst, _ = fs.GetInt(n.flag)
 		}
 	}
+	list := func(dst *[]string, flag, env string, get func(string) ([]string, error)) {
+		if v := getenv(env); v != "" {
+			*dst = strings.Split(v, ",")
+		}
+		if fs.Changed(flag) {
+			*dst, _ = get(flag)
+		}
+	}
+	list(&cfg.LocalNamespaces, "local-namespace", "REGCACHE_LOCAL_NAMESPACES", fs.GetStringArray)
+	list(&cfg.AllowDelete, "allow-delete", "REGCACHE_ALLOW_DELETE", fs.GetStringSlice)
 	str(&cfg.LogLevel, "log-level", "REGCACHE_LOG_LEVEL")
 	str(&cfg.LogFormat, "log-format", "REGCACHE_LOG_FORMAT")
 	var pairs []string
@@ -262,7 +304,48 @@ func (c Config) validate() error {
 	if _, err := cache.NewRuleSet(c.Rules); err != nil {
 		return fmt.Errorf("rules: %w", err)
 	}
+	return c.validateLocal()
+}
+
+// validateLocal checks the settings of local repositories.
+func (c Config) validateLocal() error {
+	if _, err := cache.ParseLocalNamespaces(c.LocalNamespaces); err != nil {
+		return err
+	}
+	if _, err := c.deletes(); err != nil {
+		return err
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"uploadIdleTimeout", c.UploadIdleTimeout}, {"gcGrace", c.GCGrace}} {
+		if d.v < 0 {
+			return fmt.Errorf("%s %v: must be positive, e.g. 1h or 30m (0 means the default, 1h)", d.name, d.v)
+		}
+	}
 	return nil
+}
+
+// deletes turns AllowDelete into the kinds allowed.
+func (c Config) deletes() (local.Deletes, error) {
+	if len(c.AllowDelete) == 0 {
+		return local.AllDeletes, nil
+	}
+	var d local.Deletes
+	for _, k := range c.AllowDelete {
+		switch strings.TrimSpace(k) {
+		case "manifests":
+			d.Manifests = true
+		case "tags":
+			d.Tags = true
+		case "blobs":
+			d.Blobs = true
+		case "none", "":
+		default:
+			return d, fmt.Errorf("allowDelete %q: want manifests, tags, blobs or none", k)
+		}
+	}
+	return d, nil
 }
 
 func parseLevel(s string) (slog.Level, error) {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 
@@ -267,7 +268,7 @@ func TestUnknownConfigKeys(t *testing.T) {
 			name: "top level typo",
 			file: "listen: \":5000\"\nrulez: []\n",
 			want: []string{`line 2: unknown key "rulez" at the top level (did you mean "rules"?)`,
-				"accepted keys: adminTokenFile, allowedUpstreams, credentialCacheTTL, credentialHealthInterval, credentialSets, dataDir, defaultRegistry, limits, listen, logFormat, logLevel, rules, secrets, upstreams, vault"},
+				"accepted keys: " + strings.Join(yamlKeys(reflect.TypeFor[Config]()), ", ")},
 		},
 		{
 			name: "case",
@@ -318,4 +319,17 @@ func TestUnknownConfigKeys(t *testing.T) {
 			}
 		})
 	}
+}
+
+// yamlKeys lists the yaml keys of the fields of struct type t, sorted: the
+// keys a config file may use at that level.
+func yamlKeys(t reflect.Type) []string {
+	var keys []string
+	for f := range t.Fields() {
+		if k, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); k != "" && k != "-" {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
 }

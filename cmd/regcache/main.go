@@ -87,7 +87,7 @@ Exit status:
 	// finds then.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), versionCmd())
+	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), versionCmd())
 	addCompletionCmd(root)
 	root.InitDefaultHelpCmd()
 	if help, _, err := root.Find([]string{"help"}); err == nil && help.Name() == "help" {
@@ -215,6 +215,17 @@ mcr.microsoft.com, public.ecr.aws, nvcr.io, registry.gitlab.com, *.azurecr.io),
 login servers given an endpoint with --upstream, and those allowed with
 --allow-upstream (e.g. registry.example.com or *.corp.example.com).
 
+Local repositories: a repository that no cache rule's target covers is
+local. Clients push to it, delete from it and list its referrers; a push
+into a repository a rule covers is refused (DENIED, naming the rule). With
+defaultRegistry set, every name no rule's target covers is a Docker Hub
+name, routed to the rule whose source covers it; list the namespaces you
+push to in localNamespaces (--local-namespace lab/*) and routing keeps them
+local (no rule may target them). Deletes only remove references; garbage
+collection (every gcInterval, or regcache gc) deletes the blobs no manifest
+references, never those of cached repositories nor those written within
+gcGrace.
+
 Every setting can come from the YAML file given by --config, a REGCACHE_*
 environment variable, or a flag (flags win over the environment, which wins
 over the file). Config file:
@@ -225,6 +236,11 @@ over the file). Config file:
   logLevel: info          # debug, info, warn, error
   logFormat: text         # text, json
   defaultRegistry: docker.io   # names no rule matches belong to Docker Hub (registry-mirrors)
+  localNamespaces: [lab/*]     # ...except these: pushed repositories, never routed upstream
+  allowDelete: [manifests, tags, blobs]   # or [none]
+  uploadIdleTimeout: 1h   # an upload session receiving nothing this long is removed
+  gcInterval: 1h          # garbage collection period (0: off)
+  gcGrace: 1h             # blobs written or linked within this are kept
   upstreams:
     docker.io: https://mirror.example.com
   allowedUpstreams:       # besides the well-known registries and upstreams
@@ -258,6 +274,7 @@ over the file). Config file:
 		Example: `  regcache serve
   regcache serve --listen 127.0.0.1:5000 --data-dir /var/lib/regcache
   regcache serve --upstream docker.io=http://127.0.0.1:5001 --log-format json
+  regcache serve --default-registry docker.io --local-namespace lab/* --gc-grace 2h
   REGCACHE_CONFIG=/etc/regcache/config.yaml regcache serve`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

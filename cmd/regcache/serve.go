@@ -69,6 +69,17 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	localNS, err := cache.ParseLocalNamespaces(cfg.LocalNamespaces)
+	if err != nil {
+		return err
+	}
+	shadowed, err := rules.SetLocalNamespaces(localNS)
+	if err != nil {
+		return err
+	}
+	for _, r := range shadowed {
+		log.Warn("cache rule targets a local namespace: it never matches names there", "rule", r.Name, "target", r.Target, "localNamespaces", localNS)
+	}
 	// Health checks and Vault token renewal run until the server stopped.
 	defer background(ctx, creds.Run)()
 	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry})
@@ -76,13 +87,19 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Access times are flushed periodically and once more after the last
 	// request finished.
 	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
-	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds, Limits: limits})
+	repos, err := newLocalRepos(ctx, cfg, blobs, meta, rules, log)
+	if err != nil {
+		return err
+	}
+	defer repos.stop()
+	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
+		Local: repos.Repos, GC: repos.Repos, Limits: limits})
 	if err != nil {
 		return err
 	}
 	srv := registry.NewServer(handler, limits, log)
 	log.Info("regcache serving", "addr", ln.Addr().String(), "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
-		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry,
+		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry, "localNamespaces", localNS,
 		"openFiles", openFiles, "maxConns", limits.MaxConns, "maxConnsPerAddress", limits.MaxConnsPerAddress)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
