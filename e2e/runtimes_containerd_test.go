@@ -72,6 +72,33 @@ func installHosts(t testing.TB, rc *peers.Regcache) string {
 	return certsD
 }
 
+// checkContent asserts that containerd's content store holds every digest
+// of want and none of notWant.
+func checkContent(t *testing.T, c *containerd, want, notWant []string) {
+	t.Helper()
+	have := c.Content(t)
+	for _, d := range want {
+		if !have[d] {
+			t.Errorf("containerd's content store lacks %s", d)
+		}
+	}
+	for _, d := range notWant {
+		if have[d] {
+			t.Errorf("containerd's content store has %s, which the platform pulled does not need", d)
+		}
+	}
+}
+
+// checkCachedAs asserts that regcache logged caching manifest ref under the
+// local repository repo (a rule's target): the request was routed to that
+// rule.
+func checkCachedAs(t testing.TB, rc *peers.Regcache, repo, ref string) {
+	t.Helper()
+	if !loggedMessage(rc.Logs(), "cached manifest", map[string]string{"repo": repo, "ref": ref}) {
+		t.Errorf("no manifest %s was cached under %s, the rule's target:\n%s", ref, repo, rc.Logs())
+	}
+}
+
 // TestContainerdMirror is containerd's hosts.toml mirror mode: a containerd
 // started by the test (temporary root, state and socket) pulls
 // docker.io/library/<image> with `ctr images pull --hosts-dir`, the
@@ -102,20 +129,6 @@ func TestContainerdMirror(t *testing.T) {
 	pull := func(t *testing.T, c *containerd, args ...string) {
 		t.Helper()
 		c.Ctr(t, append([]string{"images", "pull", "--hosts-dir", certsD, "--snapshotter", "native"}, args...)...)
-	}
-	checkContent := func(t *testing.T, c *containerd, want, notWant []string) {
-		t.Helper()
-		have := c.Content(t)
-		for _, d := range want {
-			if !have[d] {
-				t.Errorf("containerd's content store lacks %s", d)
-			}
-		}
-		for _, d := range notWant {
-			if have[d] {
-				t.Errorf("containerd's content store has %s, which the platform pulled does not need", d)
-			}
-		}
 	}
 	pullAll := func(t *testing.T, c *containerd) {
 		pull(t, c, "--platform", "linux/amd64", "docker.io/library/app:v1")
@@ -189,18 +202,11 @@ func TestContainerdMirrorRoutesByNamespace(t *testing.T) {
 	if got := c.ImageDigest(t, "docker.io/library/app:v1"); got != img.Digest {
 		t.Errorf("containerd recorded docker.io/library/app:v1 as %s, want the upstream's %s", got, img.Digest)
 	}
-	have := c.Content(t)
-	for _, d := range append([]string{img.Digest}, img.Blobs()...) {
-		if !have[d] {
-			t.Errorf("containerd's content store lacks %s", d)
-		}
-	}
+	checkContent(t, c, append([]string{img.Digest}, img.Blobs()...), nil)
 	if !logged(rc.Logs(), request{Path: "/v2/library/app/manifests/v1", Query: "ns=docker.io", Status: "200", Agent: "containerd/"}) {
 		t.Errorf("regcache's access log has no successful request for /v2/library/app/manifests/v1?ns=docker.io from containerd:\n%s", rc.Logs())
 	}
-	if !loggedMessage(rc.Logs(), "cached manifest", map[string]string{"repo": "hub/app", "ref": "v1"}) {
-		t.Errorf("the manifest was not cached under the rule's target, hub/app:\n%s", rc.Logs())
-	}
+	checkCachedAs(t, rc, "hub/app", "v1")
 
 	for _, path := range []string{
 		"/v2/library/app/manifests/v1",                    // no ns: only ns can route library/app

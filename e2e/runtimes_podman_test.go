@@ -178,8 +178,6 @@ func TestPodmanMirrorRoutesByPathPrefix(t *testing.T) {
 	if !logged(rc.Logs(), request{Path: "/v2/docker.io/library/app/manifests/v1", Status: "200", Agent: "containers/"}) {
 		t.Errorf("regcache's access log has no successful path-prefixed request for %s from podman:\n%s", ref, rc.Logs())
 	}
-	if !loggedMessage(rc.Logs(), "cached manifest", map[string]string{"repo": "hub/app", "ref": "v1"}) {
-		t.Errorf("the manifest was not cached under the rule's target, hub/app:\n%s", rc.Logs())
-	}
+	checkCachedAs(t, rc, "hub/app", "v1")
 	checkOCIError(t, http.MethodGet, rc.URL()+"/v2/docker.io/team/tool/manifests/v1", http.StatusNotFound, "NAME_UNKNOWN")
 }
