@@ -18,7 +18,7 @@ CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 # The image's non-root user and group (distroless's "nonroot" id).
 IMAGE_UID := 65532
 
-.PHONY: all build run test lint fmt-check vet peers image bench bench-smoke clean
+.PHONY: all build run test lint fmt-check vet peers image bench bench-smoke mutate clean
 
 all: build
 
@@ -77,6 +77,20 @@ bench:
 bench-smoke:
 	@mkdir -p $(dir $(BENCH_JSON))
 	$(GO) run ./e2e/bench --layers 2 --layer-size 1MiB --clients 4 --big-blob-size 8MiB --timeout 5m --json $(BENCH_JSON) $(BENCH_ARGS)
+
+# The mutation check (scripts/mutate): each entry of scripts/mutations.txt
+# breaks one promise of the code with a small change, applied alone as a
+# build overlay (the checkout is never modified); the tests it names must
+# fail. Prints CAUGHT or MISSED per mutation and fails when one is missed or
+# its original text is NOT FOUND. Not part of `make test`; CI runs it after.
+# MUTATE_ARGS adds flags (go run ./scripts/mutate -h), e.g.
+# MUTATE_ARGS='-only fill-last-byte -count 30'.
+MUTATE_ARGS ?=
+
+mutate:
+	@mkdir -p bin
+	$(GO) build -o bin/mutate ./scripts/mutate
+	./bin/mutate $(MUTATE_ARGS)
 
 # Stages bin/image-context (binary, CA bundle, passwd/group naming the
 # non-root user, the data directory) and builds Dockerfile on it.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,30 +60,47 @@ func slowBlob(body []byte, chunk int, pause time.Duration, cutAfter int) func(ht
 	}
 }
 
-// TestConcurrentMissesOneFetch: 32 clients on one cold blob start exactly
-// one upstream GET, and each gets the verified bytes.
+// TestConcurrentMissesOneFetch: 32 clients miss on one cold blob while its
+// fill is held at the upstream; all of them follow the one fill, exactly
+// one upstream GET is made, and each gets the verified bytes.
 func TestConcurrentMissesOneFetch(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, Anonymous{}, hubRule)
 	img := f.push(t, "library/app:v1")
 	digest, want := layerOf(t, img)
-	f.fault.Store(slowBlob(want, 512, 2*time.Millisecond, -1))
+	g := f.gate(t, digest)
 
 	const clients = 32
 	var wg sync.WaitGroup
-	got := make([][]byte, clients)
+	contents := make([]Content, clients)
 	errs := make([]error, clients)
 	for i := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := f.puller.Blob(t.Context(), "hub/app", digest)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			defer c.Body.Close()
-			got[i], errs[i] = io.ReadAll(c.Body)
+			contents[i], errs[i] = f.puller.Blob(t.Context(), "hub/app", digest)
+		}()
+	}
+	wg.Wait() // every client asked while no byte of the blob had arrived
+	fills := map[*fill]bool{}
+	for i, c := range contents {
+		if errs[i] != nil {
+			t.Fatalf("client %d: %v", i, errs[i])
+		}
+		defer c.Body.Close()
+		fills[following(t, c)] = true
+	}
+	if len(fills) != 1 || g.requests() != 1 {
+		t.Fatalf("%d clients started %d fills and %d upstream GETs, want 1 and 1", clients, len(fills), g.requests())
+	}
+
+	g.open()
+	got := make([][]byte, clients)
+	for i := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i], errs[i] = io.ReadAll(contents[i].Body)
 		}()
 	}
 	wg.Wait()
@@ -138,6 +156,101 @@ func TestUpstreamCutMidBlob(t *testing.T) {
 	}
 	if n := f.count(http.MethodGet, "/v2/library/app/blobs/"+digest); n != 2 {
 		t.Fatalf("upstream GETs = %d, want 2 (the cut one and the retry)", n)
+	}
+}
+
+// TestLastByteWaitsForVerification: readers following a fill get every
+// byte but the last as they land, and the last only once size and digest
+// verified. Bytes that do not verify reach no reader whole: every reader
+// gets the digest mismatch, and nothing is stored or linked.
+func TestLastByteWaitsForVerification(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		corrupt bool
+	}{
+		{"verified", false},
+		{"corrupt", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, Anonymous{}, hubRule)
+			img := f.push(t, "library/app:v1")
+			digest, body := layerOf(t, img)
+			if tc.corrupt {
+				body[len(body)/2] ^= 0xff // the right size, another digest
+				f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+					if r.Method != http.MethodGet || !strings.HasSuffix(r.URL.Path, "/blobs/"+digest) {
+						return false
+					}
+					w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+					w.Write(body)
+					return true
+				})
+			}
+			g := f.gate(t, digest)
+			n := int64(len(body))
+
+			// Two readers follow the fill: a probe, whose context ends
+			// before it asks for the last byte so that its Read cannot
+			// wait, and a client that waits for the end.
+			probeCtx, stopProbe := context.WithCancel(t.Context())
+			probe, err := f.puller.Blob(probeCtx, "hub/app", digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer probe.Body.Close()
+			client, err := f.puller.Blob(t.Context(), "hub/app", digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer client.Body.Close()
+			if following(t, probe) != following(t, client) {
+				t.Fatal("the two readers follow different fills")
+			}
+			g.allow(n)       // every byte arrives; the end of the body is held
+			g.waitHeld(t, n) // so the fill has written all of them, verified none
+			for _, c := range []Content{probe, client} {
+				head := make([]byte, n-1)
+				if _, err := io.ReadFull(c.Body, head); err != nil || !bytes.Equal(head, body[:n-1]) {
+					t.Fatalf("reading all but the last byte during the fill: %v", err)
+				}
+			}
+			stopProbe()
+			if k, err := probe.Body.Read(make([]byte, 1)); k != 0 || !errors.Is(err, context.Canceled) {
+				t.Fatalf("all bytes landed, none verified: the probe read %d more bytes (err %v), want none (context.Canceled)", k, err)
+			}
+
+			g.open()
+			last, err := io.ReadAll(client.Body)
+			if tc.corrupt {
+				if len(last) != 0 {
+					t.Fatalf("the client received the last byte of bytes that failed verification (err %v)", err)
+				}
+				if !errors.Is(err, storage.ErrDigestMismatch) {
+					t.Fatalf("reading a corrupt fill: err = %v, want a digest mismatch", err)
+				}
+				if err := fillEnded(t, client); !errors.Is(err, storage.ErrDigestMismatch) {
+					t.Fatalf("the corrupt fill ended with %v, want a digest mismatch", err)
+				}
+				if _, err := f.blobs.Stat(t.Context(), digest); !errors.Is(err, storage.ErrNotFound) {
+					t.Fatalf("corrupt blob left in the store: %v", err)
+				}
+				if _, err := f.meta.Linked(t.Context(), "hub/app", digest); !errors.Is(err, storage.ErrNotFound) {
+					t.Fatalf("corrupt blob linked: %v", err)
+				}
+				return
+			}
+			if err != nil || !bytes.Equal(last, body[n-1:]) {
+				t.Fatalf("after verification: %d more bytes, err %v; want the last byte", len(last), err)
+			}
+			if err := fillEnded(t, client); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.meta.Linked(t.Context(), "hub/app", digest); err != nil {
+				t.Fatalf("verified blob not linked: %v", err)
+			}
+		})
 	}
 }
 
@@ -252,46 +365,64 @@ func TestRangeDuringFillAndOnHit(t *testing.T) {
 
 // TestJoiningAnotherRulesFillNeedsConfirmation: a fill started through one
 // rule is shared with another rule only after that rule's upstream
-// confirmed the digest.
+// confirmed the digest, and the joining repository is linked when the fill
+// commits, so that it is served from the store afterwards.
 func TestJoiningAnotherRulesFillNeedsConfirmation(t *testing.T) {
 	t.Parallel()
 	other := Rule{Name: "other-app", Source: "docker.io/other/app", Target: "other"}
 	f := newFixture(t, Anonymous{}, hubRule, other)
 	img := f.push(t, "library/app:v1")
 	digest, want := layerOf(t, img)
-	slow := slowBlob(want, 256, 3*time.Millisecond, -1)
-	confirm := false
-	var mu sync.Mutex
+	g := f.gate(t, digest) // the fill runs until the test opens the gate
+	var confirm atomic.Bool
 	f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
-		mu.Lock()
-		ok := confirm
-		mu.Unlock()
-		if strings.HasPrefix(r.URL.Path, "/v2/other/") && !ok {
+		if strings.HasPrefix(r.URL.Path, "/v2/other/") && !confirm.Load() {
 			w.WriteHeader(http.StatusNotFound)
 			return true
 		}
-		return slow(w, r)
+		return false
 	})
 	started, err := f.puller.Blob(t.Context(), "hub/app", digest)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer started.Body.Close()
+	running := following(t, started)
 	if _, err := f.puller.Blob(t.Context(), "other", digest); !errors.Is(err, ErrBlobUnknown) {
 		t.Fatalf("joining without confirmation: err = %v, want ErrBlobUnknown", err)
 	}
-	mu.Lock()
-	confirm = true
-	mu.Unlock()
+	confirm.Store(true)
 	f.push(t, "other/app:v1")
-	if got := reader(t)(f.puller.Blob(t.Context(), "other", digest)); !bytes.Equal(got, want) {
+	joined, err := f.puller.Blob(t.Context(), "other", digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if following(t, joined) != running {
+		t.Fatal("the confirmed repository did not join the running fill")
+	}
+	g.open()
+	if got := readAll(t, joined, nil); !bytes.Equal(got, want) {
 		t.Fatal("the confirmed joiner got other bytes")
+	}
+	if err := fillEnded(t, joined); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.meta.Linked(t.Context(), "other", digest); err != nil {
+		t.Fatalf("the fill committed without linking the repository that joined it: %v", err)
 	}
 	if n := f.count(http.MethodGet, "/v2/other/app/blobs/"+digest); n != 0 {
 		t.Fatalf("the joiner fetched the blob itself (%d GETs)", n)
 	}
-	if n := f.count(http.MethodHead, "/v2/other/app/blobs/"+digest); n < 2 {
-		t.Fatalf("HEADs by the joiner's upstream = %d, want one per attempt", n)
+	heads := f.count(http.MethodHead, "/v2/other/app/blobs/"+digest)
+	if heads != 2 {
+		t.Fatalf("HEADs by the joiner's upstream = %d, want one per attempt (2)", heads)
+	}
+	// Linked: the next read is a hit, with no upstream request at all.
+	if c, err := f.puller.Blob(t.Context(), "other", digest); err != nil || !bytes.Equal(readAll(t, c, err), want) {
+		t.Fatalf("the joined blob is not served from the store: %v", err)
+	}
+	if n := f.count(http.MethodHead, "/v2/other/app/blobs/"+digest); n != heads {
+		t.Fatalf("a read after the fill asked the upstream again (%d HEADs, want %d)", n, heads)
 	}
 }
 

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,6 +39,9 @@ type fixture struct {
 	requests sync.Map         // "METHOD path" -> *atomic.Int64
 	store    *Store
 	eps      *Endpoints
+	// transport is the puller's base transport; gates hold blob bodies.
+	transport gateTransport
+	logs      logBuffer // what the puller logs
 }
 
 type staticCreds map[string]authn.Authenticator
@@ -63,26 +65,13 @@ func newFixture(t *testing.T, creds Credentials, rules ...Rule) *fixture {
 	f.fault.Store(func(http.ResponseWriter, *http.Request) bool { return false })
 	f.upstream = httptest.NewServer(ggcr.New(ggcr.Logger(stdlog.New(io.Discard, "", 0))))
 	t.Cleanup(f.upstream.Close)
-	target, _ := url.Parse(f.upstream.URL)
 	f.proxy = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, _ := f.requests.LoadOrStore(r.Method+" "+r.URL.Path, new(atomic.Int64))
 		c.(*atomic.Int64).Add(1)
 		if f.fault.Load().(func(http.ResponseWriter, *http.Request) bool)(w, r) {
 			return
 		}
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target.String()+r.URL.RequestURI(), nil)
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultTransport.RoundTrip(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
-			return
-		}
-		defer resp.Body.Close()
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
-		io.Copy(w, resp.Body)
+		f.forward(w, r, nil)
 	}))
 	t.Cleanup(f.proxy.Close)
 
@@ -95,7 +84,7 @@ func newFixture(t *testing.T, creds Credentials, rules ...Rule) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.meta.Close() })
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	log := slog.New(slog.NewTextHandler(&f.logs, nil))
 	store, err := NewStore(t.Context(), f.meta, creds, rules, log)
 	if err != nil {
 		t.Fatal(err)
@@ -105,9 +94,32 @@ func newFixture(t *testing.T, creds Credentials, rules ...Rule) *fixture {
 		t.Fatal(err)
 	}
 	f.store, f.eps = store, eps
-	f.puller = NewPuller(store, eps, creds, f.blobs, f.meta, log, Options{})
+	f.transport.base = DefaultTransport()
+	f.puller = NewPuller(store, eps, creds, f.blobs, f.meta, log, Options{Transport: &f.transport})
 	t.Cleanup(f.puller.Close)
 	return f
+}
+
+// forward sends r to the real registry and copies its answer to w, the
+// response headers passed through edit first when it is not nil (a fault
+// that changes what the registry said).
+func (f *fixture) forward(w http.ResponseWriter, r *http.Request, edit func(http.Header)) {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, f.upstream.URL+r.URL.RequestURI(), nil)
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	if edit != nil {
+		edit(w.Header())
+	}
+	w.WriteHeader(resp.StatusCode)
+	io.Copy(w, resp.Body)
 }
 
 func (f *fixture) count(method, path string) int64 {
@@ -158,9 +170,14 @@ func readAll(t *testing.T, c Content, err error) []byte {
 
 var hubRule = Rule{Name: "hub-library", Source: "docker.io/library/*", Target: "hub/*"}
 
+// TestPullThroughThenServeStale: what was pulled is served again without
+// the upstream, the tag included once its TTL expired (the revalidation
+// fails, and the last known pointer is served).
 func TestPullThroughThenServeStale(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, Anonymous{}, hubRule)
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	f.puller.opts.Now = c.now
 	img := f.push(t, "library/app:v1")
 	raw, _ := img.RawManifest()
 	want, _ := img.Digest()
@@ -185,18 +202,74 @@ func TestPullThroughThenServeStale(t *testing.T) {
 		t.Fatalf("upstream blob GETs after hit = %d, want 1", n)
 	}
 
-	// The upstream goes away: the cached tag, digest and blob are served.
+	// The upstream goes away and the tag's TTL expires: the cached tag,
+	// digest and blob are served.
 	f.upstream.Close()
 	f.proxy.Close()
-	c, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
-	if got := readAll(t, c, err); !bytes.Equal(got, raw) || c.Digest != want.String() {
-		t.Fatalf("stale manifest: digest %s, want %s", c.Digest, want)
+	c.add(DefaultTagTTL + time.Second)
+	m, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+	if got := readAll(t, m, err); !bytes.Equal(got, raw) || m.Digest != want.String() {
+		t.Fatalf("stale manifest: digest %s, want %s", m.Digest, want)
+	}
+	if !strings.Contains(f.logs.String(), "serving cached tag: upstream revalidation failed") {
+		t.Fatalf("the expired tag was served without a revalidation attempt; log:\n%s", f.logs.String())
 	}
 	reader(t)(f.puller.Manifest(t.Context(), "hub/app", want.String()))
 	reader(t)(f.puller.Blob(t.Context(), "hub/app", ld.String()))
 	// What was never fetched is not there.
 	if _, err := f.puller.Manifest(t.Context(), "hub/app", "v2"); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("uncached tag with upstream down: err = %v, want ErrUnavailable", err)
+	}
+}
+
+// TestServeStaleWhenUpstreamFails: once a tag's TTL expired, an upstream
+// that rate-limits, fails or does not answer the revalidating HEAD in time
+// gets the last known pointer served; the tag stays expired, so the next
+// pull asks again.
+func TestServeStaleWhenUpstreamFails(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name  string
+		fault func(w http.ResponseWriter, r *http.Request)
+	}{
+		{"rate-limited", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusTooManyRequests) }},
+		{"failing", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }},
+		// Never answers: the HEAD ends at the revalidation timeout.
+		{"hanging", func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, Anonymous{}, hubRule)
+			c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			f.puller.opts.Now = c.now
+			f.puller.opts.RevalidateTimeout = 50 * time.Millisecond
+			img := f.push(t, "library/app:v1")
+			want, _ := img.Digest()
+			raw, _ := img.RawManifest()
+			reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
+
+			f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+				if r.Method != http.MethodHead || !strings.Contains(r.URL.Path, "/manifests/") {
+					return false
+				}
+				tc.fault(w, r)
+				return true
+			})
+			heads := func() int64 { return f.count(http.MethodHead, "/v2/library/app/manifests/v1") }
+			c.add(DefaultTagTTL + time.Second)
+			for i := range 2 {
+				m, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+				if got := readAll(t, m, err); !bytes.Equal(got, raw) || m.Digest != want.String() {
+					t.Fatalf("pull %d after the TTL: digest %s, want the cached %s", i+1, m.Digest, want)
+				}
+				if n := heads(); n != int64(i+1) {
+					t.Fatalf("pull %d after the TTL: %d revalidating HEADs, want %d", i+1, n, i+1)
+				}
+			}
+			if gets := f.count(http.MethodGet, "/v2/library/app/manifests/v1"); gets != 1 {
+				t.Fatalf("%d manifest GETs, want 1 (serving stale downloads nothing)", gets)
+			}
+		})
 	}
 }
 
@@ -241,8 +314,9 @@ func TestCorruptUpstreamBlobIsNotStored(t *testing.T) {
 		w.Write([]byte("evil"))
 		return true
 	})
-	// The fill streams: the error reaches the reader, which never gets the
-	// last byte of bytes that do not verify.
+	// Short and wrong bytes: whether the reader attaches before the fill
+	// fails or after, it gets the error, never all the bytes.
+	// (TestLastByteWaitsForVerification holds a fill in the middle.)
 	c, err := f.puller.Blob(t.Context(), "hub/app", ld.String())
 	if err == nil {
 		var got []byte
@@ -286,6 +360,41 @@ func TestCorruptUpstreamManifestIsNotStored(t *testing.T) {
 	}
 }
 
+// TestManifestHeaderDigestMismatch: a manifest fetched by tag whose
+// Docker-Content-Digest header names other bytes than the body is refused
+// and nothing is stored: one of the two is corrupt.
+func TestManifestHeaderDigestMismatch(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, Anonymous{}, hubRule)
+	img := f.push(t, "library/app:v1")
+	d, _ := img.Digest()
+	claimed := "sha256:" + strings.Repeat("ab", 32)
+	f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/manifests/") {
+			return false
+		}
+		f.forward(w, r, func(h http.Header) { h.Set("Docker-Content-Digest", claimed) })
+		return true
+	})
+	_, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), claimed) || !strings.Contains(err.Error(), d.String()) {
+		t.Fatalf("header digest %s for a body hashing to %s: err = %v, want ErrUnavailable naming both", claimed, d, err)
+	}
+	if _, err := f.blobs.Stat(t.Context(), d.String()); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("manifest stored although its header digest mismatched: %v", err)
+	}
+	if tag, err := f.meta.Tag(t.Context(), "hub/app", "v1"); !errors.Is(err, storage.ErrNotFound) {
+		t.Fatalf("tag pointed at %s although the header digest mismatched: %v", tag.Digest, err)
+	}
+	// The same upstream with a truthful header is served.
+	f.fault.Store(func(http.ResponseWriter, *http.Request) bool { return false })
+	m, err := f.puller.Manifest(t.Context(), "hub/app", "v1")
+	readAll(t, m, err)
+	if m.Digest != d.String() {
+		t.Fatalf("served %s, want %s", m.Digest, d)
+	}
+}
+
 // TestLinksArePerRepository: bytes stored for one rule are served under
 // another only after that rule's upstream confirmed it has them.
 func TestLinksArePerRepository(t *testing.T) {
@@ -294,7 +403,13 @@ func TestLinksArePerRepository(t *testing.T) {
 	img := f.push(t, "library/app:v1")
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
-	reader(t)(f.puller.Blob(t.Context(), "hub/app", ld.String()))
+	first, err := f.puller.Blob(t.Context(), "hub/app", ld.String())
+	readAll(t, first, err)
+	// The fill has ended: the bytes are in the store, no fill is running,
+	// and the other repository meets them there.
+	if err := fillEnded(t, first); err != nil {
+		t.Fatal(err)
+	}
 
 	f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {
 		if strings.HasPrefix(r.URL.Path, "/v2/other/") {

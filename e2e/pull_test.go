@@ -57,8 +57,10 @@ func TestPullThrough(t *testing.T) {
 				}
 				return stdout
 			}
-			cli("cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*")
-			cli("cache", "create", "-n", "AppStatic", "-s", "docker.io/app", "-t", "app")
+			// Tag TTL 0s: every pull of a tag revalidates it upstream, so
+			// once the upstream stops, the tags are served stale.
+			cli("cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*", "--tag-ttl", "0s")
+			cli("cache", "create", "-n", "AppStatic", "-s", "docker.io/app", "-t", "app", "--tag-ttl", "0s")
 			cli("cache", "create", "-n", "QuayAll", "-s", "quay.io/*", "-t", "quay/*")
 			if out := cli("cache", "list", "-o", "table"); !strings.Contains(out, "docker.io/library/app") {
 				t.Fatalf("cache list does not show the normalised static rule:\n%s", out)
@@ -111,9 +113,15 @@ func TestPullThrough(t *testing.T) {
 			checkMirrorRequest(t, http.MethodGet, rc.URL()+"/v2/library/app/blobs/"+layer+"?ns=docker.io", "bytes=100-", http.StatusPartialContent, layer)
 			checkOCIError(t, "GET", rc.URL()+"/v2/hub/app/manifests/nosuchtag", http.StatusNotFound, "MANIFEST_UNKNOWN")
 
-			// The upstream goes away: everything pulled before is served.
+			// The upstream goes away: everything pulled before is served,
+			// the expired tags from their last known pointers.
 			u.Stop()
 			t.Run("upstream stopped", func(t *testing.T) { pullAll(t, t.TempDir()) })
+			for _, tag := range []struct{ repo, ref string }{{"app", "v1"}, {"hub/app", "v1"}, {"hub/ociapp", "v1"}, {"hub/multi", "v1"}} {
+				if !loggedMessage(rc.Logs(), "serving cached tag: upstream revalidation failed", map[string]string{"repo": tag.repo, "tag": tag.ref}) {
+					t.Errorf("%s:%s was not served stale after a failed revalidation:\n%s", tag.repo, tag.ref, rc.Logs())
+				}
+			}
 			checkOCIError(t, "GET", rc.URL()+"/v2/hub/never-pulled/manifests/v1", http.StatusServiceUnavailable, "UNAVAILABLE")
 
 			// And so after a restart of regcache with the upstream still down.
@@ -121,6 +129,25 @@ func TestPullThrough(t *testing.T) {
 			t.Run("restarted, upstream stopped", func(t *testing.T) { pullAll(t, t.TempDir()) })
 		})
 	}
+}
+
+// loggedMessage reports whether regcache's text log has a line with the
+// message msg and every key=value of fields.
+func loggedMessage(logs, msg string, fields map[string]string) bool {
+	for _, line := range strings.Split(logs, "\n") {
+		kv := logFields(line)
+		if kv["msg"] != msg {
+			continue
+		}
+		match := true
+		for k, v := range fields {
+			match = match && kv[k] == v
+		}
+		if match {
+			return true
+		}
+	}
+	return false
 }
 
 func parse(t *testing.T, ref string) name.Reference {

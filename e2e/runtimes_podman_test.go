@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -139,4 +140,44 @@ func TestPodmanSkopeoMirror(t *testing.T) {
 	t.Run("cold", pullAll)
 	u.Stop()
 	t.Run("upstream stopped", pullAll)
+}
+
+// TestPodmanMirrorRoutesByPathPrefix: podman pulls docker.io/library/app
+// through the shipped registries.conf drop-in (mirror location
+// <regcache>/docker.io) from a regcache whose only rule serves
+// docker.io/library/* as hub/*, with no defaultRegistry. The path prefix
+// (docker.io) differs from the rule's target (hub), so only routing by the
+// registry in the path reaches the rule; docker.io's own location is a
+// closed port, so the pull succeeds only if regcache routed it. A prefixed
+// path no rule covers is answered NAME_UNKNOWN (podman then tries the next
+// location).
+func TestPodmanMirrorRoutesByPathPrefix(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	peers.Require(t, "podman")
+	bin := peers.BuildRegcache(t)
+	u := peers.StartGGCR(t)
+	img := peers.SeedImage(t, u.Host+"/library/app:v1", true)
+	peers.SeedImage(t, u.Host+"/team/tool:v1", true) // upstream has it; no rule covers it
+	rc := startRegcacheWithConfig(t, bin, hubLibraryOnly, "docker.io="+u.URL())
+	p := newPodman(t, mirrorRegistriesConf(t, rc))
+
+	const ref = "docker.io/library/app:v1"
+	p.run(t, "pull", "--quiet", ref)
+	var got []struct {
+		ID     string `json:"Id"`
+		Digest string `json:"Digest"`
+	}
+	out := p.run(t, "image", "inspect", ref)
+	if err := json.Unmarshal([]byte(out), &got); err != nil || len(got) != 1 {
+		t.Fatalf("podman image inspect %s: %v\n%s", ref, err, out)
+	}
+	if "sha256:"+got[0].ID != img.Config || got[0].Digest != img.Digest {
+		t.Errorf("podman image %s: ID %s, digest %s; want the upstream's config %s and digest %s", ref, got[0].ID, got[0].Digest, img.Config, img.Digest)
+	}
+	if !logged(rc.Logs(), request{Path: "/v2/docker.io/library/app/manifests/v1", Status: "200", Agent: "containers/"}) {
+		t.Errorf("regcache's access log has no successful path-prefixed request for %s from podman:\n%s", ref, rc.Logs())
+	}
+	checkCachedAs(t, rc, "hub/app", "v1")
+	checkOCIError(t, http.MethodGet, rc.URL()+"/v2/docker.io/team/tool/manifests/v1", http.StatusNotFound, "NAME_UNKNOWN")
 }
