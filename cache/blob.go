@@ -152,6 +152,7 @@ func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 	p.fillsMu.Unlock()
 	f.finish(err)
 	if err != nil {
+		p.storageFull(err)
 		p.log.Warn("blob fill failed", "digest", f.digest, "upstream", up.host+"/"+up.path, "err", err)
 		return
 	}
@@ -186,6 +187,10 @@ func (p *Puller) fetchBlob(ctx context.Context, cancel func(), f *fill, up upstr
 		// Stalled (idle timeout), too long, or regcache stopping: say which.
 		err = context.Cause(ctx)
 	}
+	if errors.Is(err, storage.ErrStorageFull) {
+		w.Cancel()
+		return 0, fmt.Errorf("after %d bytes: %w", n, err)
+	}
 	if err != nil {
 		w.Cancel()
 		return 0, fmt.Errorf("%w: after %d bytes: %w", ErrUnavailable, n, err)
@@ -198,6 +203,9 @@ func (p *Puller) fetchBlob(ctx context.Context, cancel func(), f *fill, up upstr
 	// (fsync, rename) is the store's business, not theirs.
 	f.verify()
 	if err := w.Commit(); err != nil {
+		if errors.Is(err, storage.ErrStorageFull) {
+			return 0, err
+		}
 		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return n, nil

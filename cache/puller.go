@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/regcache/regcache/storage"
@@ -107,6 +108,8 @@ type Puller struct {
 	fillsMu   sync.Mutex
 	fills     map[string]*fill // by digest, while running
 	access    *accessTimes
+	// fullEvents counts storage-full refusals (see storageFull).
+	fullEvents atomic.Int64
 
 	// Fills outlive their clients but not the puller: life ends them at
 	// Close, which waits for them.
@@ -297,6 +300,20 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 	return p.fetchManifest(ctx, repo, up, ref, ref)
 }
 
+// storageFull logs, and counts, err when it is the store's filesystem
+// having no room: an operator must act (raise the volume, lower the cache
+// size), which an upstream error would hide.
+func (p *Puller) storageFull(err error) {
+	if errors.Is(err, storage.ErrStorageFull) {
+		n := p.fullEvents.Add(1)
+		p.log.Error("cache storage full", "err", err, "events", n)
+	}
+}
+
+// StorageFullEvents counts the fills and stores refused for lack of room
+// since the puller started.
+func (p *Puller) StorageFullEvents() int64 { return p.fullEvents.Load() }
+
 // localManifest serves a manifest from the store only.
 func (p *Puller) localManifest(ctx context.Context, repo, ref string) (Content, error) {
 	digest := ref
@@ -373,7 +390,8 @@ func (p *Puller) fetchManifest(ctx context.Context, repo string, up upstreamRepo
 	}
 	if _, err := p.blobs.Stat(ctx, digest); err != nil {
 		if err := p.putBytes(ctx, digest, body); err != nil {
-			return Content{}, err
+			p.storageFull(err)
+			return Content{}, fmt.Errorf("store manifest %s:%s: %w", repo, ref, err)
 		}
 	}
 	now := p.opts.Now()

@@ -1,8 +1,14 @@
 package e2e
 
 import (
+	"crypto/rand"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -12,6 +18,10 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/crane"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/regcache/regcache/e2e/peers"
 )
@@ -93,4 +103,110 @@ func TestAllowedUpstreamsEndToEnd(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "allowedUpstreams") {
 		t.Errorf("serve --allow-upstream '*.com': exit %d: %q; want a refusal", code, stderr)
 	}
+}
+
+// A full disk is reported as such ("cache storage full", 507), not as an
+// upstream failure or an internal error naming a temporary path, and
+// stores nothing; once space is freed, pulls succeed.
+func TestStorageFull(t *testing.T) {
+	t.Parallel()
+	requireRoot(t)
+	bin := peers.BuildRegcache(t)
+	u := peers.StartGGCR(t)
+	dataDir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", dataDir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a small tmpfs: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dataDir).Run() })
+
+	big := randomBytes(t, 12<<20) // more than the whole disk
+	bigDigest := pushBlob(t, u.Host+"/library/app", big)
+	img := peers.SeedImage(t, u.Host+"/library/small:v1", true)
+	// quay.io is the same registry behind a proxy that sends blobs without
+	// a length: regcache cannot refuse them before writing, and runs out
+	// of room while it writes.
+	target, _ := url.Parse(u.URL())
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(r *http.Response) error {
+		if strings.Contains(r.Request.URL.Path, "/blobs/") {
+			r.Header.Del("Content-Length")
+			r.ContentLength = -1
+		}
+		return nil
+	}
+	chunked := httptest.NewServer(proxy)
+	t.Cleanup(chunked.Close)
+	rc := peers.StartRegcache(t, bin, "--upstream", "docker.io="+u.URL(), "--upstream", "quay.io="+chunked.URL, "--data-dir", dataDir)
+	peers.Run(t, bin, "cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*", "--server", rc.URL(), "--token", rc.Token())
+	peers.Run(t, bin, "cache", "create", "-n", "QuayLibrary", "-s", "quay.io/library/*", "-t", "quay/*", "--server", rc.URL(), "--token", rc.Token())
+
+	checkFull := func(what, path string) {
+		t.Helper()
+		resp, body := get(t, rc.URL()+path)
+		if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(body, "cache storage full") {
+			t.Errorf("%s: %d %.300q; want 507 saying the cache storage is full", what, resp.StatusCode, body)
+		}
+		for _, leak := range []string{dataDir, "/tmp/", "upstream unavailable"} {
+			if strings.Contains(body, leak) {
+				t.Errorf("%s: the answer says %q: %s", what, leak, body)
+			}
+		}
+	}
+	checkFull("a blob larger than the free space", "/v2/hub/app/blobs/"+bigDigest)
+	checkFull("a blob of unknown size that fills the disk", "/v2/quay/app/blobs/"+bigDigest)
+	if entries, err := os.ReadDir(filepath.Join(dataDir, "blobs", "tmp")); err != nil || len(entries) != 0 {
+		t.Errorf("a failed fill left temporary files: %v %v", entries, err)
+	}
+
+	// Fill what is left, then ask for an uncached manifest.
+	filler := filepath.Join(dataDir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for chunk := make([]byte, 64<<10); ; {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+	checkFull("a manifest on a full disk", "/v2/hub/small/manifests/v1")
+	if !strings.Contains(rc.Logs(), "cache storage full") {
+		t.Errorf("the log does not say the cache storage is full:\n%s", rc.Logs())
+	}
+
+	// Space freed: the same pull works, and nothing bad was kept.
+	os.Remove(filler)
+	checkImage(t, rc.Addr+"/hub/small:v1", img)
+}
+
+// randomBytes returns n random bytes.
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// pushBlob uploads b as a blob of repo (host/path) and returns its digest.
+func pushBlob(t *testing.T, repo string, b []byte) string {
+	t.Helper()
+	r, err := name.NewRepository(repo, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer := static.NewLayer(b, types.OCILayer)
+	if err := remote.WriteLayer(r, layer, remote.WithContext(t.Context())); err != nil {
+		t.Fatalf("push blob to %s: %v", repo, err)
+	}
+	d, err := layer.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.String()
 }

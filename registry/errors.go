@@ -59,6 +59,7 @@ var ociErrors = []ociError{
 	{cache.ErrDenied, "DENIED", http.StatusForbidden},
 	{cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
 	{cache.ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
+	{storage.ErrStorageFull, "UNAVAILABLE", http.StatusInsufficientStorage},
 	{storage.ErrDigestMismatch, "DIGEST_INVALID", http.StatusBadRequest},
 	{storage.ErrSizeMismatch, "SIZE_INVALID", http.StatusBadRequest},
 }

@@ -39,6 +39,7 @@ func TestCodeOf(t *testing.T) {
 		{"denied", cache.ErrDenied, "DENIED", http.StatusForbidden},
 		{"too many requests", cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
 		{"unavailable", cache.ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
+		{"storage full", storage.ErrStorageFull, "UNAVAILABLE", http.StatusInsufficientStorage},
 		{"push into a cache", local.ErrDenied, "DENIED", http.StatusForbidden},
 		{"delete disabled", local.ErrDeleteDisabled, "UNSUPPORTED", http.StatusMethodNotAllowed},
 		{"manifest too large", local.ErrManifestTooLarge, "MANIFEST_INVALID", http.StatusRequestEntityTooLarge},

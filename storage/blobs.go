@@ -128,9 +128,12 @@ func (b *Blobs) Create(ctx context.Context, digest string, size int64) (*Writer,
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRoom(b.tmpDir(), size, "blob "+digest); err != nil {
+		return nil, err
+	}
 	f, err := os.CreateTemp(b.tmpDir(), "fill-*")
 	if err != nil {
-		return nil, fmt.Errorf("create temp file for %s: %w", digest, err)
+		return nil, full(fmt.Errorf("create temp file for %s: %w", digest, err), "blob "+digest)
 	}
 	return &Writer{f: f, h: sha256.New(), digest: digest, size: size, final: final}, nil
 }
@@ -232,7 +235,19 @@ func (w *Writer) Write(p []byte) (int, error) {
 	n, err := w.f.Write(p)
 	w.h.Write(p[:n])
 	w.n += int64(n)
+	if err != nil {
+		err = full(err, w.what())
+	}
 	return n, err
+}
+
+// what names the blob being written in errors: its digest, or the upload
+// (whose digest is given at commit).
+func (w *Writer) what() string {
+	if w.digest != "" {
+		return "blob " + w.digest
+	}
+	return "an upload"
 }
 
 // TempPath names the temporary file, which readers may open to follow the
@@ -267,7 +282,7 @@ func (w *Writer) Commit() error {
 	if err != nil {
 		os.Remove(w.f.Name())
 		w.removeUpload()
-		return fmt.Errorf("commit blob %s: %w", w.digest, err)
+		return full(fmt.Errorf("commit blob %s: %w", w.digest, err), w.what())
 	}
 	w.removeUpload()
 	// Make the new directory entry durable too.

@@ -135,7 +135,7 @@ func (m *Meta) Link(ctx context.Context, repo string, l Link, tag *Tag) error {
 	if _, err := ParseDigest(l.Digest); err != nil {
 		return err
 	}
-	err := m.db.Update(func(tx *bolt.Tx) error { return putLink(tx, repo, l, tag) })
+	err := m.update(func(tx *bolt.Tx) error { return putLink(tx, repo, l, tag) })
 	if err != nil {
 		return fmt.Errorf("link %s to %s: %w", l.Digest, repo, err)
 	}
@@ -241,7 +241,7 @@ func (m *Meta) HasRepo(ctx context.Context, repo string) (bool, error) {
 
 // PutRecord stores value under kind/key, replacing any earlier value.
 func (m *Meta) PutRecord(ctx context.Context, kind, key string, value []byte) error {
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.update(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketRecords).CreateBucketIfNotExists([]byte(kind))
 		if err != nil {
 			return err
@@ -256,7 +256,7 @@ func (m *Meta) PutRecord(ctx context.Context, kind, key string, value []byte) er
 
 // DeleteRecord removes kind/key; it returns ErrNotFound when absent.
 func (m *Meta) DeleteRecord(ctx context.Context, kind, key string) error {
-	return m.db.Update(func(tx *bolt.Tx) error {
+	return m.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords).Bucket([]byte(kind))
 		if b == nil || b.Get([]byte(key)) == nil {
 			return fmt.Errorf("%s %q: %w", kind, key, ErrNotFound)
@@ -287,7 +287,7 @@ func (m *Meta) Records(ctx context.Context, kind string) (map[string][]byte, err
 // TouchBlobs records when blobs were last served, in one transaction
 // (callers batch hits in memory and flush periodically).
 func (m *Meta) TouchBlobs(ctx context.Context, times map[string]time.Time) error {
-	err := m.db.Update(func(tx *bolt.Tx) error {
+	err := m.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAccess)
 		for d, t := range times {
 			v, err := t.UTC().MarshalText()
@@ -318,4 +318,10 @@ func (m *Meta) LastAccess(ctx context.Context, digest string) (time.Time, error)
 		return t.UnmarshalText(v)
 	})
 	return t, err
+}
+
+// update runs fn in one read-write transaction; a filesystem with no room
+// for the database's pages is reported as ErrStorageFull.
+func (m *Meta) update(fn func(*bolt.Tx) error) error {
+	return full(m.db.Update(fn), "metadata")
 }

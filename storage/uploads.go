@@ -62,12 +62,12 @@ func (b *Blobs) CreateUpload(ctx context.Context, id string) (*Writer, error) {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("upload %s: %w", id, ErrUploadExists)
 		}
-		return nil, fmt.Errorf("create upload %s: %w", id, err)
+		return nil, full(fmt.Errorf("create upload %s: %w", id, err), "an upload")
 	}
 	f, err := os.OpenFile(filepath.Join(dir, "data"), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
 		os.RemoveAll(dir)
-		return nil, fmt.Errorf("create upload %s: %w", id, err)
+		return nil, full(fmt.Errorf("create upload %s: %w", id, err), "an upload")
 	}
 	w := &Writer{f: f, h: sha256.New(), size: -1, upload: dir, store: b}
 	if err := w.Checkpoint(); err != nil {
@@ -147,7 +147,7 @@ func (w *Writer) Checkpoint() error {
 	}
 	tmp := filepath.Join(w.upload, "state.tmp")
 	if err := os.WriteFile(tmp, raw, 0o644); err != nil {
-		return fmt.Errorf("checkpoint upload: %w", err)
+		return full(fmt.Errorf("checkpoint upload: %w", err), "an upload")
 	}
 	if err := os.Rename(tmp, filepath.Join(w.upload, "state")); err != nil {
 		return fmt.Errorf("checkpoint upload: %w", err)
