@@ -139,6 +139,18 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 	return s, nil
 }
 
+// Endpoint is the URL regcache reaches the upstream of rule r at: the
+// endpoint configured for its login server, else https://<host>
+// (docker.io: https://registry-1.docker.io).
+func (s *Store) Endpoint(r Rule) string {
+	host, _, _ := strings.Cut(r.Source, "/")
+	e := s.upstreams
+	if e == nil {
+		e = &Endpoints{}
+	}
+	return e.Resolve(host).String()
+}
+
 // Snapshot returns the current rules for matching.
 func (s *Store) Snapshot() *RuleSet { return s.current.Load() }
 

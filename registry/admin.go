@@ -144,12 +144,26 @@ func decodeBody(r *http.Request, v any) error {
 	return nil
 }
 
+// RuleView is a cache rule as the admin API answers it: the rule, and the
+// endpoint its upstream is reached at (computed from the upstreams
+// configuration, not stored with the rule): the scheme regcache really
+// uses is visible before the first pull.
+type RuleView struct {
+	cache.Rule       `yaml:",inline"`
+	UpstreamEndpoint string `json:"upstreamEndpoint" yaml:"upstreamEndpoint"`
+}
+
+func (s *server) view(r cache.Rule) RuleView {
+	return RuleView{Rule: r, UpstreamEndpoint: s.Rules.Endpoint(r)}
+}
+
 func (s *server) listRules(w http.ResponseWriter, r *http.Request) error {
 	rules := s.Rules.List()
-	if rules == nil {
-		rules = []cache.Rule{}
+	views := make([]RuleView, len(rules))
+	for i, rule := range rules {
+		views[i] = s.view(rule)
 	}
-	writeJSON(w, http.StatusOK, rules)
+	writeJSON(w, http.StatusOK, views)
 	return nil
 }
 
@@ -158,7 +172,7 @@ func (s *server) showRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rule)
+	writeJSON(w, http.StatusOK, s.view(rule))
 	return nil
 }
 
@@ -178,7 +192,7 @@ func (s *server) createRule(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.Log.Info("cache rule created", "rule", rule.Name, "source", rule.Source, "target", rule.Target, "credentialSet", rule.CredentialSet)
-	writeJSON(w, http.StatusCreated, rule)
+	writeJSON(w, http.StatusCreated, s.view(rule))
 	return nil
 }
 
@@ -198,7 +212,7 @@ func (s *server) updateRule(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	s.Log.Info("cache rule updated", "rule", rule.Name, "credentialSet", rule.CredentialSet, "tagTTL", rule.TagTTL)
-	writeJSON(w, http.StatusOK, rule)
+	writeJSON(w, http.StatusOK, s.view(rule))
 	return nil
 }
 

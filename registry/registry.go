@@ -42,6 +42,8 @@ type Rules interface {
 	Create(ctx context.Context, r cache.Rule) (cache.Rule, error)
 	Update(ctx context.Context, name string, change cache.RuleChange) (cache.Rule, error)
 	Delete(ctx context.Context, name string) error
+	// Endpoint is the URL the upstream of a rule is reached at.
+	Endpoint(r cache.Rule) string
 }
 
 // Config wires a registry handler.

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/registry"
 )
 
 // cacheCmd is `regcache cache`, shaped like `az acr cache`.
@@ -56,7 +57,7 @@ func cacheCreateCmd(getenv func(string) string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out cache.Rule
+			var out registry.RuleView
 			in := map[string]string{"name": r.Name, "sourceRepository": r.Source, "targetRepository": r.Target, "credentialSetName": r.CredentialSet, "tagTTL": r.TagTTL}
 			if err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/cache-rules", in, &out); err != nil {
 				return err
@@ -105,7 +106,7 @@ func cacheUpdateCmd(getenv func(string) string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out cache.Rule
+			var out registry.RuleView
 			if err := c.do(cmd.Context(), http.MethodPatch, "/admin/v1/cache-rules/"+url.PathEscape(name), in, &out); err != nil {
 				return err
 			}
@@ -133,7 +134,7 @@ func cacheShowCmd(getenv func(string) string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out cache.Rule
+			var out registry.RuleView
 			if err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/cache-rules/"+url.PathEscape(name), nil, &out); err != nil {
 				return err
 			}
@@ -156,7 +157,7 @@ func cacheListCmd(getenv func(string) string) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out []cache.Rule
+			var out []registry.RuleView
 			if err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/cache-rules", nil, &out); err != nil {
 				return err
 			}
@@ -186,13 +187,13 @@ func cacheDeleteCmd(getenv func(string) string) *cobra.Command {
 }
 
 // printRules writes rules as JSON (an array when list is true) or a table.
-func printRules(cmd *cobra.Command, list bool, rules ...cache.Rule) error {
+func printRules(cmd *cobra.Command, list bool, rules ...registry.RuleView) error {
 	return printItems(cmd, list, rules, ruleTable)
 }
 
-func ruleTable(w io.Writer, rules []cache.Rule) error {
+func ruleTable(w io.Writer, rules []registry.RuleView) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSOURCE REPOSITORY\tTARGET REPOSITORY\tCREDENTIAL SET\tTAG TTL\tORIGIN")
+	fmt.Fprintln(tw, "NAME\tSOURCE REPOSITORY\tTARGET REPOSITORY\tCREDENTIAL SET\tTAG TTL\tORIGIN\tUPSTREAM ENDPOINT")
 	for _, r := range rules {
 		cs, ttl := r.CredentialSet, r.TagTTL
 		if cs == "" {
@@ -201,7 +202,7 @@ func ruleTable(w io.Writer, rules []cache.Rule) error {
 		if ttl == "" {
 			ttl = "default"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Source, r.Target, cs, ttl, r.Origin)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Source, r.Target, cs, ttl, r.Origin, r.UpstreamEndpoint)
 	}
 	return tw.Flush()
 }

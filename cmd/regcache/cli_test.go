@@ -98,36 +98,64 @@ func runCLI(t *testing.T, ctx context.Context, env map[string]string, args ...st
 	return out.String(), errOut.String(), err
 }
 
+// endpointOf is the endpoint the CLI test server (no --upstream) reaches
+// the upstream of a rule source at.
+func endpointOf(source string) string {
+	host, _, _ := strings.Cut(source, "/")
+	if host == cache.DockerHub {
+		return "https://registry-1.docker.io"
+	}
+	return "https://" + host
+}
+
+// decodeRule decodes a printed rule, checking the endpoint it shows.
 func decodeRule(t *testing.T, s string) cache.Rule {
 	t.Helper()
 	dec := json.NewDecoder(strings.NewReader(s))
 	dec.DisallowUnknownFields()
-	var r cache.Rule
+	var r registry.RuleView
 	if err := dec.Decode(&r); err != nil {
 		t.Fatalf("output %q is not a rule: %v", s, err)
 	}
-	return r
+	if r.UpstreamEndpoint != endpointOf(r.Source) {
+		t.Errorf("rule %s shows upstream endpoint %q, want %q", r.Name, r.UpstreamEndpoint, endpointOf(r.Source))
+	}
+	return r.Rule
 }
 
+// decodeRules decodes a printed rule list, checking the endpoints.
 func decodeRules(t *testing.T, s string) []cache.Rule {
 	t.Helper()
-	var rs []cache.Rule
-	if err := json.Unmarshal([]byte(s), &rs); err != nil {
+	var views []registry.RuleView
+	if err := json.Unmarshal([]byte(s), &views); err != nil {
 		t.Fatalf("output %q is not a rule list: %v", s, err)
+	}
+	rs := make([]cache.Rule, len(views))
+	for i, v := range views {
+		if v.UpstreamEndpoint != endpointOf(v.Source) {
+			t.Errorf("rule %s shows upstream endpoint %q, want %q", v.Name, v.UpstreamEndpoint, endpointOf(v.Source))
+		}
+		rs[i] = v.Rule
 	}
 	return rs
 }
 
-// tableRows returns the whitespace-separated fields of each line after the header.
+// tableRows returns the whitespace-separated fields of each line after the
+// header, without the last column, the upstream endpoint, which it checks.
 func tableRows(t *testing.T, s string) [][]string {
 	t.Helper()
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if want := []string{"NAME", "SOURCE", "REPOSITORY", "TARGET", "REPOSITORY", "CREDENTIAL", "SET", "TAG", "TTL", "ORIGIN"}; !slices.Equal(strings.Fields(lines[0]), want) {
+	if want := []string{"NAME", "SOURCE", "REPOSITORY", "TARGET", "REPOSITORY", "CREDENTIAL", "SET", "TAG", "TTL", "ORIGIN", "UPSTREAM", "ENDPOINT"}; !slices.Equal(strings.Fields(lines[0]), want) {
 		t.Fatalf("table header = %q, want the columns %q", lines[0], want)
 	}
 	var rows [][]string
 	for _, l := range lines[1:] {
-		rows = append(rows, strings.Fields(l))
+		f := strings.Fields(l)
+		if len(f) < 2 || f[len(f)-1] != endpointOf(f[1]) {
+			t.Errorf("row %q does not end with the upstream endpoint of its source", l)
+			continue
+		}
+		rows = append(rows, f[:len(f)-1])
 	}
 	return rows
 }
