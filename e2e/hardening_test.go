@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -209,4 +210,66 @@ func pushBlob(t *testing.T, repo string, b []byte) string {
 		t.Fatal(err)
 	}
 	return d.String()
+}
+
+// regcache serves TLS from --tls-cert and --tls-key, loads a renewed
+// certificate without a restart, and the CLI reaches it with --ca-cert.
+func TestTLS(t *testing.T) {
+	t.Parallel()
+	bin := peers.BuildRegcache(t)
+	u := peers.StartGGCR(t)
+	img := peers.SeedImage(t, u.Host+"/library/app:v1", true)
+	ca := peers.NewCA(t)
+	dir := t.TempDir()
+	certFile, keyFile := ca.Issue(t, dir, "first")
+	caFile := filepath.Join(dir, "ca.pem")
+	writeFile(t, caFile, string(ca.PEM))
+	rc := peers.StartRegcacheWith(t, bin, peers.ServeOptions{RootCAs: ca.Pool},
+		"--upstream", "docker.io="+u.URL(), "--tls-cert", certFile, "--tls-key", keyFile)
+	if !strings.HasPrefix(rc.URL(), "https://") {
+		t.Fatalf("URL %s", rc.URL())
+	}
+	if strings.Contains(rc.Logs(), "plain HTTP") {
+		t.Errorf("a TLS server on loopback warns about plain HTTP:\n%s", rc.Logs())
+	}
+	// The CLI trusts the server's CA with --ca-cert, and only then.
+	if _, stderr, code := peers.Run(t, bin, "cache", "list", "--server", rc.URL(), "--token", rc.Token()); code == 0 || !strings.Contains(stderr, "certificate") {
+		t.Errorf("the CLI without --ca-cert: exit %d, %s; want a certificate error", code, stderr)
+	}
+	stdout, stderr, code := peers.Run(t, bin, "cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*",
+		"--server", rc.URL(), "--token", rc.Token(), "--ca-cert", caFile)
+	if code != 0 {
+		t.Fatalf("cache create over https: exit %d: %s%s", code, stdout, stderr)
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool}, DisableKeepAlives: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	ref, err := name.ParseReference(rc.Addr + "/hub/app:v1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := remote.Image(ref, remote.WithTransport(tr), remote.WithContext(t.Context()))
+	if err != nil {
+		t.Fatalf("pull over TLS: %v", err)
+	}
+	if d, _ := got.Digest(); d.String() != img.Digest {
+		t.Errorf("pulled %s, want %s", d, img.Digest)
+	}
+
+	served := func() string {
+		conn, err := tls.Dial("tcp", rc.Addr, &tls.Config{RootCAs: ca.Pool})
+		if err != nil {
+			t.Fatalf("TLS handshake: %v", err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if cn := served(); cn != "first" {
+		t.Fatalf("serves %q", cn)
+	}
+	ca.Issue(t, dir, "renewed")
+	for deadline := time.Now().Add(15 * time.Second); served() != "renewed"; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the renewed certificate was not served within 15s:\n%s", rc.Logs())
+		}
+	}
 }

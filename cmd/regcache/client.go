@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +33,7 @@ type adminClient struct {
 func clientFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	f.String("server", "", "regcache URL (env REGCACHE_SERVER; default http://localhost:5000)")
+	f.String("ca-cert", "", "PEM file of the CA that signed the server's certificate, for an https --server with a private CA (env REGCACHE_CA_CERT; the system's CAs are trusted too)")
 	f.String("token", "", "admin token (env REGCACHE_TOKEN; default: read from --token-file)")
 	f.String("token-file", "", "file holding the admin token (default <REGCACHE_DATA_DIR or ./regcache-data>/admin.token)")
 	outputFlag(cmd, true, "json", "json", "table", "yaml")
@@ -111,7 +114,22 @@ func newAdminClient(cmd *cobra.Command, getenv func(string) string) (*adminClien
 			return nil, fmt.Errorf("admin token file %s is empty", path)
 		}
 	}
-	return &adminClient{server: server, token: token, http: &http.Client{Timeout: 30 * time.Second}}, nil
+	c := &http.Client{Timeout: 30 * time.Second}
+	if caFile := pick("ca-cert", "REGCACHE_CA_CERT", ""); caFile != "" {
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-cert: %w", err)
+		}
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-cert %s: no PEM certificate in it", caFile)
+		}
+		c.Transport = &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	return &adminClient{server: server, token: token, http: c}, nil
 }
 
 // do sends a JSON request and decodes a JSON answer into out (when not nil).

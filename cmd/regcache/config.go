@@ -32,6 +32,12 @@ type Config struct {
 	// DataDir holds blobs, the metadata database and the generated admin
 	// token (--data-dir, REGCACHE_DATA_DIR, default "./regcache-data").
 	DataDir string `yaml:"dataDir"`
+	// TLSCert and TLSKey are PEM files of the server's certificate (with
+	// its chain) and key (--tls-cert, --tls-key; REGCACHE_TLS_CERT,
+	// REGCACHE_TLS_KEY). They are loaded again when they change. Without
+	// them regcache serves plain HTTP.
+	TLSCert string `yaml:"tlsCert"`
+	TLSKey  string `yaml:"tlsKey"`
 	// AdminTokenFile names a file holding the admin token, e.g. a mounted
 	// Secret (--admin-token-file, REGCACHE_ADMIN_TOKEN_FILE). Default:
 	// <dataDir>/admin.token, generated on first start.
@@ -116,6 +122,8 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.String("config", "", "YAML config file (env REGCACHE_CONFIG); flags and REGCACHE_* variables override it")
 	fs.String("listen", d.Listen, "address to serve the registry and admin API on (env REGCACHE_LISTEN)")
 	fs.String("data-dir", d.DataDir, "directory for blobs, metadata and the generated admin token (env REGCACHE_DATA_DIR)")
+	fs.String("tls-cert", "", "PEM file of the server certificate and its chain, loaded again when it changes (env REGCACHE_TLS_CERT; with --tls-key)")
+	fs.String("tls-key", "", "PEM file of the server certificate's key (env REGCACHE_TLS_KEY)")
 	fs.String("admin-token-file", "", "file holding the admin token (env REGCACHE_ADMIN_TOKEN_FILE; default <data-dir>/admin.token, generated on first start)")
 	fs.StringArray("upstream", nil, "login server to endpoint URL, e.g. docker.io=https://mirror.example.com or ghcr.io=http://127.0.0.1:5001; repeatable (env REGCACHE_UPSTREAM, comma-separated)")
 	fs.StringArray("allow-upstream", nil, "login server rules and credential sets may name besides the well-known registries and those given by --upstream, e.g. registry.example.com or *.corp.example.com; repeatable (env REGCACHE_ALLOW_UPSTREAM, comma-separated)")
@@ -159,6 +167,8 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	str(&cfg.Listen, "listen", "REGCACHE_LISTEN")
 	str(&cfg.DataDir, "data-dir", "REGCACHE_DATA_DIR")
 	str(&cfg.AdminTokenFile, "admin-token-file", "REGCACHE_ADMIN_TOKEN_FILE")
+	str(&cfg.TLSCert, "tls-cert", "REGCACHE_TLS_CERT")
+	str(&cfg.TLSKey, "tls-key", "REGCACHE_TLS_KEY")
 	str(&cfg.DefaultRegistry, "default-registry", "REGCACHE_DEFAULT_REGISTRY")
 	cfg.DefaultRegistry = cache.CanonicalHost(cfg.DefaultRegistry)
 	for _, d := range []struct {
@@ -279,6 +289,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("listen %q: want [host]:port, e.g. :5000 or 127.0.0.1:5000", c.Listen)
 	} else if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
 		return fmt.Errorf("listen %q: the port must be between 0 and 65535", c.Listen)
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		return fmt.Errorf("tlsCert %q, tlsKey %q: give both the certificate and its key (--tls-cert and --tls-key), or neither for plain HTTP", c.TLSCert, c.TLSKey)
 	}
 	if c.DataDir == "" {
 		return errors.New("dataDir: must not be empty, e.g. ./regcache-data or /var/lib/regcache")

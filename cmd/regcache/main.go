@@ -231,6 +231,8 @@ environment variable, or a flag (flags win over the environment, which wins
 over the file). Config file:
 
   listen: ":5000"
+  tlsCert: /etc/regcache/tls/tls.crt   # with tlsKey: HTTPS, reloaded when renewed
+  tlsKey: /etc/regcache/tls/tls.key
   dataDir: /var/lib/regcache
   adminTokenFile: /run/secrets/regcache-admin-token
   logLevel: info          # debug, info, warn, error
@@ -253,6 +255,9 @@ over the file). Config file:
     idleTimeout: 2m       # keep-alive connections
     writeIdleTimeout: 2m  # a client that reads nothing for this long is cut
     readIdleTimeout: 2m   # a client that sends nothing of its body for this long is cut
+  secrets:                # what credential sets may reference
+    envPrefix: REGCACHE_SECRET_   # env:// variables must start with it
+    fileDirs: [/run/secrets]      # file:// files must be under one of these
   credentialSets:         # read-only through the admin API
     - name: DockerHub
       loginServer: docker.io

@@ -27,6 +27,14 @@ import (
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	openFiles := raiseOpenFilesLimit(log)
 	limits := cfg.Limits.WithDefaults(openFiles)
+	var certs *registry.CertReloader
+	if cfg.TLSCert != "" {
+		c, err := registry.NewCertReloader(cfg.TLSCert, cfg.TLSKey, log)
+		if err != nil {
+			return err
+		}
+		certs = c
+	}
 	ln, err := listen(cfg.Listen, limits, log)
 	if err != nil {
 		return err
@@ -98,11 +106,24 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	srv := registry.NewServer(handler, limits, log)
-	log.Info("regcache serving", "addr", ln.Addr().String(), "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
+	scheme := "http"
+	if certs != nil {
+		srv.TLSConfig, scheme = certs.TLSConfig(), "https"
+	} else if !loopback(ln.Addr()) {
+		log.Warn("serving plain HTTP beyond this host: pulls, pushes, logins and the admin token travel in clear; "+
+			"give --tls-cert and --tls-key, put a TLS-terminating proxy in front, or listen on 127.0.0.1 only", "addr", ln.Addr().String())
+	}
+	log.Info("regcache serving", "addr", ln.Addr().String(), "scheme", scheme, "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
 		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry, "localNamespaces", localNS,
 		"openFiles", openFiles, "maxConns", limits.MaxConns, "maxConnsPerAddress", limits.MaxConnsPerAddress)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if certs != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)
@@ -131,6 +152,14 @@ func listen(addr string, limits registry.Limits, log *slog.Logger) (net.Listener
 		return nil, fmt.Errorf("listen %q: %w", addr, opErr.Err)
 	}
 	return nil, err
+}
+
+// loopback reports whether addr is a loopback address: a server bound to
+// all interfaces (0.0.0.0, ::) or another address is reachable from
+// other hosts.
+func loopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 // background runs loop in a goroutine with a context that outlives ctx's

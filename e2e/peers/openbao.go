@@ -129,7 +129,7 @@ func startOpenBao(t testing.TB) (addr, auditLog string) {
 			t.Fatalf("start OpenBao: %v", err)
 		}
 		// 200: initialized, unsealed and active.
-		lastErr = waitReady(t.Context(), "http://"+host+"/v1/sys/health", func(code int) bool { return code == http.StatusOK }, p, readyTimeout)
+		lastErr = waitReady(t.Context(), "http://"+host+"/v1/sys/health", nil, func(code int) bool { return code == http.StatusOK }, p, readyTimeout)
 		if lastErr == nil {
 			break
 		}

@@ -3,6 +3,8 @@ package peers
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -173,7 +175,7 @@ var errExited = errors.New("process exited before it was ready")
 
 // waitReady polls GET url until ok accepts the status code, the process
 // exits, or timeout passes.
-func waitReady(ctx context.Context, url string, ok func(status int) bool, p *process, timeout time.Duration) error {
+func waitReady(ctx context.Context, url string, roots *x509.CertPool, ok func(status int) bool, p *process, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	// A probe can hang on a port someone else holds; the process exiting
@@ -191,7 +193,7 @@ func waitReady(ctx context.Context, url string, ok func(status int) bool, p *pro
 	// goroutines) behind in the test binary.
 	client := &http.Client{
 		Timeout:   2 * time.Second,
-		Transport: &http.Transport{DisableKeepAlives: true},
+		Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{RootCAs: roots}},
 	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -122,6 +123,7 @@ type Regcache struct {
 	out     *syncBuffer
 	proc    *process // nil while stopped
 	raceOff int      // output already checked for race reports
+	rootCAs *x509.CertPool
 }
 
 // StartRegcache runs `bin serve --listen 127.0.0.1:<free port> --data-dir
@@ -141,6 +143,10 @@ type ServeOptions struct {
 	// across Restart. The test process's REGCACHE_* variables are never
 	// inherited.
 	Env []string
+	// RootCAs, when set, says the server serves TLS (started with
+	// --tls-cert and --tls-key) with a certificate these CAs trust: it is
+	// probed over https, and URL answers https://.
+	RootCAs *x509.CertPool
 }
 
 // StartRegcacheWith is StartRegcache with extra environment variables.
@@ -148,11 +154,12 @@ type ServeOptions struct {
 func StartRegcacheWith(t testing.TB, bin string, opts ServeOptions, args ...string) *Regcache {
 	t.Helper()
 	r := &Regcache{
-		t:    t,
-		bin:  bin,
-		args: slices.Clone(args),
-		env:  childEnv(opts.Env, regcacheEnvPrefix),
-		out:  &syncBuffer{},
+		t:       t,
+		bin:     bin,
+		args:    slices.Clone(args),
+		env:     childEnv(opts.Env, regcacheEnvPrefix),
+		rootCAs: opts.RootCAs,
+		out:     &syncBuffer{},
 	}
 	if dir, ok := dataDirArg(args); ok {
 		r.DataDir = dir
@@ -206,7 +213,7 @@ func (r *Regcache) start(port int) error {
 		if p, err = startProcess(r.bin, args, r.env, r.out); err != nil {
 			return err
 		}
-		err = waitReady(r.t.Context(), "http://"+addr+"/v2/", func(code int) bool {
+		err = waitReady(r.t.Context(), r.scheme()+"://"+addr+"/v2/", r.rootCAs, func(code int) bool {
 			return code == http.StatusOK || code == http.StatusUnauthorized
 		}, p, readyTimeout)
 		if err == nil {
@@ -222,7 +229,14 @@ func (r *Regcache) start(port int) error {
 }
 
 // URL returns the server's base URL, "http://" + Addr.
-func (r *Regcache) URL() string { return "http://" + r.Addr }
+func (r *Regcache) URL() string { return r.scheme() + "://" + r.Addr }
+
+func (r *Regcache) scheme() string {
+	if r.rootCAs != nil {
+		return "https"
+	}
+	return "http"
+}
 
 // Logs returns everything the process (and its earlier runs, across
 // Restart) has written to stdout and stderr.

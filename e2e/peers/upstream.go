@@ -170,7 +170,7 @@ func StartDockerRegistry(t testing.TB, opts DockerRegistryOptions) *Upstream {
 		if err != nil {
 			t.Fatalf("start docker-registry: %v", err)
 		}
-		lastErr = waitReady(t.Context(), "http://"+host+"/v2/", func(code int) bool {
+		lastErr = waitReady(t.Context(), "http://"+host+"/v2/", nil, func(code int) bool {
 			return code == http.StatusOK || code == http.StatusUnauthorized
 		}, p, readyTimeout)
 		if lastErr == nil {
