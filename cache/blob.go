@@ -136,7 +136,12 @@ func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 	defer cancelCause(nil)
 	cancel := func() { cancelCause(fmt.Errorf("no data from the upstream for %v", p.opts.IdleTimeout)) }
 	start := time.Now()
-	n, err := p.fetchBlob(ctx, cancel, f, up)
+	var n int64
+	release, err := p.fillSlot(ctx)
+	if err == nil {
+		n, err = p.fetchBlob(ctx, cancel, f, up)
+		release()
+	}
 	var repos []string
 	if err == nil {
 		now := p.opts.Now()
@@ -159,6 +164,30 @@ func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 	p.log.Info("cached blob", "digest", f.digest, "bytes", n, "duration", time.Since(start).Round(time.Millisecond),
 		"upstream", up.host+"/"+up.path, "repos", repos)
 }
+
+// fillSlot waits for one of the MaxFills slots of running fills (at once
+// without a cap) and returns its release; an error when ctx ends first.
+func (p *Puller) fillSlot(ctx context.Context) (release func(), err error) {
+	if p.fillSlots == nil {
+		return func() {}, nil
+	}
+	select {
+	case p.fillSlots <- struct{}{}:
+		return func() { <-p.fillSlots }, nil
+	default:
+	}
+	p.fillsQueued.Add(1)
+	defer p.fillsQueued.Add(-1)
+	select {
+	case p.fillSlots <- struct{}{}:
+		return func() { <-p.fillSlots }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: waiting for one of %d upstream fetch slots: %w", ErrUnavailable, cap(p.fillSlots), context.Cause(ctx))
+	}
+}
+
+// FillsQueued is how many fills wait for a slot (Options.MaxFills).
+func (p *Puller) FillsQueued() int64 { return p.fillsQueued.Load() }
 
 // fetchBlob streams the blob from the upstream into the store and returns
 // its size once committed.

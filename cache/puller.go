@@ -23,6 +23,9 @@ import (
 	"github.com/regcache/regcache/storage"
 )
 
+// DefaultMaxFills is how many blobs are fetched from upstreams at once.
+const DefaultMaxFills = 64
+
 // DefaultTagTTL is how long a cached tag is served without revalidation.
 const DefaultTagTTL = 5 * time.Minute
 
@@ -85,6 +88,10 @@ type Options struct {
 	// IdleTimeout aborts a blob fill that received no byte for this long
 	// (default 2m).
 	IdleTimeout time.Duration
+	// MaxFills caps the blobs fetched from upstreams at once (default 64;
+	// negative: no cap). More fills wait for a slot, and their clients with
+	// them, instead of opening more upstream connections.
+	MaxFills int
 	// Transport is the base transport for upstream requests.
 	Transport http.RoundTripper
 	// Now returns the current time (tests).
@@ -110,6 +117,10 @@ type Puller struct {
 	access    *accessTimes
 	// fullEvents counts storage-full refusals (see storageFull).
 	fullEvents atomic.Int64
+	// fillSlots holds a token per running fill (nil: no cap); fillsQueued
+	// counts the fills waiting for one.
+	fillSlots   chan struct{}
+	fillsQueued atomic.Int64
 
 	// Fills outlive their clients but not the puller: life ends them at
 	// Close, which waits for them.
@@ -138,6 +149,9 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 	if opts.Transport == nil {
 		opts.Transport = DefaultTransport()
 	}
+	if opts.MaxFills == 0 {
+		opts.MaxFills = DefaultMaxFills
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -146,6 +160,9 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 		clients: &clients{base: opts.Transport, creds: creds, ttl: 10 * time.Minute, m: map[string]cachedClient{}},
 		fills:   map[string]*fill{},
 		access:  newAccessTimes(),
+	}
+	if opts.MaxFills > 0 {
+		p.fillSlots = make(chan struct{}, opts.MaxFills)
 	}
 	p.life, p.stop = context.WithCancelCause(context.Background())
 	return p

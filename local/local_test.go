@@ -58,7 +58,7 @@ func newFixture(t *testing.T, opts Options) *fixture {
 	}
 	t.Cleanup(func() { meta.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sessions, err := uploads.New(t.Context(), blobs, meta, 0, log)
+	sessions, err := uploads.New(t.Context(), blobs, meta, uploads.Options{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

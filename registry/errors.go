@@ -19,6 +19,7 @@ var (
 	errUnsupported   = errors.New("the operation is unsupported")
 	errPageInvalid   = errors.New("invalid pagination number")
 	errNotFound      = errors.New("no such endpoint")
+	errURLTooLong    = errors.New("request URL too long")
 	errRangeInvalid  = errors.New("invalid Content-Range")
 )
 
@@ -40,6 +41,7 @@ var ociErrors = []ociError{
 	{errPageInvalid, "PAGINATION_NUMBER_INVALID", http.StatusBadRequest},
 	{errUnsupported, "UNSUPPORTED", http.StatusMethodNotAllowed},
 	{errNotFound, "NOT_FOUND", http.StatusNotFound},
+	{errURLTooLong, "UNSUPPORTED", http.StatusRequestURITooLong},
 	{cache.ErrNameUnknown, "NAME_UNKNOWN", http.StatusNotFound},
 	{cache.ErrManifestUnknown, "MANIFEST_UNKNOWN", http.StatusNotFound},
 	{cache.ErrBlobUnknown, "BLOB_UNKNOWN", http.StatusNotFound},
@@ -54,6 +56,7 @@ var ociErrors = []ociError{
 	{uploads.ErrUnknown, "BLOB_UPLOAD_UNKNOWN", http.StatusNotFound},
 	{uploads.ErrRange, "BLOB_UPLOAD_INVALID", http.StatusRequestedRangeNotSatisfiable},
 	{uploads.ErrInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
+	{uploads.ErrTooLarge, "SIZE_INVALID", http.StatusRequestEntityTooLarge},
 	{errRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
 	{cache.ErrUnauthorized, "UNAUTHORIZED", http.StatusUnauthorized},
 	{cache.ErrDenied, "DENIED", http.StatusForbidden},

@@ -377,7 +377,11 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 				r.Body = &progressBody{ReadCloser: r.Body, conn: conn, idle: s.Limits.ReadIdleTimeout}
 			}
 		}
-		next.ServeHTTP(sw, r)
+		if len(r.RequestURI) > s.Limits.MaxURLBytes {
+			writeOCIError(sw, r, s.Log, fmt.Errorf("%w: the request URL is %d bytes; regcache accepts at most %d (limits.maxURLBytes)", errURLTooLong, len(r.RequestURI), s.Limits.MaxURLBytes))
+		} else {
+			next.ServeHTTP(sw, r)
+		}
 		// net/http flushes what the handler left buffered after it returns.
 		sw.touch()
 		if sw.status == 0 {

@@ -123,7 +123,7 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	t.Cleanup(puller.Close)
 	cfg := registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits}
 	if sc.local {
-		sessions, err := uploads.New(ctx, blobs, meta, 0, logger)
+		sessions, err := uploads.New(ctx, blobs, meta, uploads.Options{}, logger)
 		if err != nil {
 			t.Fatal(err)
 		}

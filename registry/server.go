@@ -28,6 +28,9 @@ type Limits struct {
 	// MaxHeaderBytes bounds the request line and headers (default 64 KiB);
 	// over it the client gets 431.
 	MaxHeaderBytes int `yaml:"maxHeaderBytes"`
+	// MaxURLBytes bounds a request's URL (default 8 KiB); over it the
+	// client gets 414 with the spec's error body.
+	MaxURLBytes int `yaml:"maxURLBytes"`
 	// MaxConnsPerAddress caps the open connections from one IP address
 	// (default 512; negative: no cap). Behind a load balancer or proxy
 	// every client shares its address: raise it or turn it off there.
@@ -45,6 +48,7 @@ const (
 	DefaultWriteIdleTimeout   = 2 * time.Minute
 	DefaultReadIdleTimeout    = 2 * time.Minute
 	DefaultMaxHeaderBytes     = 64 << 10
+	DefaultMaxURLBytes        = 8 << 10
 	DefaultMaxConnsPerAddress = 512
 )
 
@@ -74,6 +78,9 @@ func (l Limits) WithDefaults(openFiles uint64) Limits {
 	if l.MaxHeaderBytes == 0 {
 		l.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
+	if l.MaxURLBytes == 0 {
+		l.MaxURLBytes = DefaultMaxURLBytes
+	}
 	if l.MaxConnsPerAddress == 0 {
 		l.MaxConnsPerAddress = DefaultMaxConnsPerAddress
 	}
@@ -95,6 +102,9 @@ func (l Limits) Validate() error {
 		if d.v < 0 {
 			return fmt.Errorf("limits.%s %v: must be a positive duration such as 30s or 2m (0 means the default)", d.name, d.v)
 		}
+	}
+	if l.MaxURLBytes < 0 || (l.MaxURLBytes > 0 && l.MaxURLBytes < 1024) {
+		return fmt.Errorf("limits.maxURLBytes %d: must be at least 1024 (0 means the default, %d)", l.MaxURLBytes, DefaultMaxURLBytes)
 	}
 	if l.MaxHeaderBytes < 0 || (l.MaxHeaderBytes > 0 && l.MaxHeaderBytes < 4096) {
 		return fmt.Errorf("limits.maxHeaderBytes %d: must be at least 4096 (0 means the default, %d)", l.MaxHeaderBytes, DefaultMaxHeaderBytes)

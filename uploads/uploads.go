@@ -37,7 +37,19 @@ var (
 	// ErrInvalid: the request does not fit the session (for example a
 	// chunk shorter than its Content-Range).
 	ErrInvalid = errors.New("blob upload invalid")
+	// ErrTooLarge: the upload grew past Options.MaxSize; the session is
+	// dropped.
+	ErrTooLarge = errors.New("blob upload too large")
 )
+
+// Options tune Sessions; zero values take the defaults.
+type Options struct {
+	// IdleTimeout is how long a session may receive nothing before it is
+	// removed (default DefaultIdleTimeout).
+	IdleTimeout time.Duration
+	// MaxSize caps the bytes of one upload (0: no cap).
+	MaxSize int64
+}
 
 // RangeError is an out-of-order chunk; Offset is how many bytes the
 // session holds (the client resumes there).
@@ -82,6 +94,7 @@ type Sessions struct {
 	store   Store
 	records Records
 	idle    time.Duration
+	maxSize int64 // 0: none
 	now     func() time.Time
 	log     *slog.Logger
 
@@ -90,9 +103,9 @@ type Sessions struct {
 	busy     map[string]*sync.Mutex // sessions a request is using
 }
 
-// New loads the sessions that survived a restart. idle <= 0 takes
-// DefaultIdleTimeout.
-func New(ctx context.Context, store Store, records Records, idle time.Duration, log *slog.Logger) (*Sessions, error) {
+// New loads the sessions that survived a restart.
+func New(ctx context.Context, store Store, records Records, opts Options, log *slog.Logger) (*Sessions, error) {
+	idle := opts.IdleTimeout
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
@@ -100,7 +113,7 @@ func New(ctx context.Context, store Store, records Records, idle time.Duration, 
 	if err != nil {
 		return nil, fmt.Errorf("load upload sessions: %w", err)
 	}
-	s := &Sessions{store: store, records: records, idle: idle, now: time.Now, log: log, sessions: map[string]session{}, busy: map[string]*sync.Mutex{}}
+	s := &Sessions{store: store, records: records, idle: idle, maxSize: max(opts.MaxSize, 0), now: time.Now, log: log, sessions: map[string]session{}, busy: map[string]*sync.Mutex{}}
 	for id, v := range raw {
 		var ss session
 		if err := json.Unmarshal(v, &ss); err != nil {
@@ -216,10 +229,21 @@ func (s *Sessions) Write(ctx context.Context, repo, id string, start, length int
 	}
 	defer release()
 	n, err := s.write(w, start, length, r)
+	if errors.Is(err, ErrTooLarge) {
+		s.drop(ctx, id, w)
+		return n, err
+	}
 	if serr := w.Suspend(); err == nil {
 		err = serr
 	}
 	return n, err
+}
+
+// drop ends a session whose upload went past the size cap, with its bytes:
+// it can never be committed.
+func (s *Sessions) drop(ctx context.Context, id string, w *storage.Writer) {
+	w.Cancel()
+	s.end(ctx, id)
 }
 
 func (s *Sessions) write(w *storage.Writer, start, length int64, r io.Reader) (int64, error) {
@@ -230,11 +254,21 @@ func (s *Sessions) write(w *storage.Writer, start, length int64, r io.Reader) (i
 		return w.Written(), nil
 	}
 	before := w.Written()
+	if s.maxSize > 0 && length >= 0 && before+length > s.maxSize {
+		return before, s.tooLarge(before + length)
+	}
 	src := r
 	if length >= 0 {
 		src = io.LimitReader(r, length)
 	}
+	if s.maxSize > 0 {
+		// One byte more than the cap allows tells an oversized stream.
+		src = io.LimitReader(src, s.maxSize-before+1)
+	}
 	_, err := io.Copy(w, src)
+	if s.maxSize > 0 && w.Written() > s.maxSize {
+		return w.Written(), s.tooLarge(w.Written())
+	}
 	got := w.Written() - before
 	if err != nil {
 		return w.Written(), fmt.Errorf("%w: receiving the chunk after %d bytes: %v", ErrInvalid, got, err)
@@ -243,6 +277,10 @@ func (s *Sessions) write(w *storage.Writer, start, length int64, r io.Reader) (i
 		return w.Written(), fmt.Errorf("%w: the chunk declared %d bytes, %d arrived", ErrInvalid, length, got)
 	}
 	return w.Written(), nil
+}
+
+func (s *Sessions) tooLarge(n int64) error {
+	return fmt.Errorf("%w: %d bytes or more, the limit is %d (limits.maxUploadSize)", ErrTooLarge, n, s.maxSize)
 }
 
 // Commit appends the final chunk r (nil when none; start and length as
@@ -259,6 +297,10 @@ func (s *Sessions) Commit(ctx context.Context, repo, id, digest string, start, l
 	}
 	defer release()
 	n, err := s.write(w, start, length, r)
+	if errors.Is(err, ErrTooLarge) {
+		s.drop(ctx, id, w)
+		return 0, err
+	}
 	if err != nil {
 		// An out-of-order or short final chunk leaves the session as it
 		// was, so the client can send it again.

@@ -31,6 +31,12 @@ type fixture struct {
 // open opens (or reopens, as after a restart) the stores in dir.
 func open(t *testing.T, dir string, idle time.Duration) *fixture {
 	t.Helper()
+	return openWith(t, dir, Options{IdleTimeout: idle})
+}
+
+// openWith is open with the given options.
+func openWith(t *testing.T, dir string, opts Options) *fixture {
+	t.Helper()
 	blobs, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +45,7 @@ func open(t *testing.T, dir string, idle time.Duration) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(t.Context(), blobs, meta, idle, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(t.Context(), blobs, meta, opts, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,5 +196,46 @@ func TestExpireSkipsBusySession(t *testing.T) {
 	}
 	if n, err := f.s.Status(ctx, "lab/app", id); err != nil || n != 5 {
 		t.Fatalf("status: %d, %v", n, err)
+	}
+}
+
+// An upload past MaxSize is refused, declared or streamed, and its session
+// dropped with its bytes; one at the cap commits.
+func TestMaxSize(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	f := openWith(t, t.TempDir(), Options{MaxSize: 1000})
+	data := bytes.Repeat([]byte("x"), 1001)
+	for _, tc := range []struct {
+		name   string
+		length int64 // declared; -1 streamed
+	}{{"declared", 1001}, {"streamed", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := f.s.Start(ctx, "lab/app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.s.Write(ctx, "lab/app", id, 0, 600, bytes.NewReader(data[:600])); err != nil {
+				t.Fatal(err)
+			}
+			_, err = f.s.Write(ctx, "lab/app", id, 600, tc.length, bytes.NewReader(data[600:]))
+			if !errors.Is(err, ErrTooLarge) || !strings.Contains(err.Error(), "1000") {
+				t.Fatalf("writing past the cap: %v, want ErrTooLarge naming the limit", err)
+			}
+			if _, err := f.s.Status(ctx, "lab/app", id); !errors.Is(err, ErrUnknown) {
+				t.Errorf("the session outlived the refusal: %v", err)
+			}
+		})
+	}
+	id, err := f.s.Start(ctx, "lab/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact := data[:1000]
+	if _, err := f.s.Commit(ctx, "lab/app", id, digestOf(exact), 0, -1, bytes.NewReader(exact)); err != nil {
+		t.Fatalf("an upload of exactly the cap: %v", err)
+	}
+	if ups, _ := f.blobs.Uploads(ctx); len(ups) != 0 {
+		t.Errorf("uploads left behind: %v", ups)
 	}
 }

@@ -109,7 +109,20 @@ type Config struct {
 	// (maxConns: --max-conns, REGCACHE_MAX_CONNS; maxConnsPerAddress:
 	// --max-conns-per-address, REGCACHE_MAX_CONNS_PER_ADDRESS; the
 	// timeouts in the file only). Zero values take the defaults.
-	Limits registry.Limits `yaml:"limits"`
+	Limits limitsConfig `yaml:"limits"`
+}
+
+// limitsConfig is the limits: section: the HTTP server's limits, and the
+// cache's and the uploads' (zero values take the defaults).
+type limitsConfig struct {
+	registry.Limits `yaml:",inline"`
+	// MaxUpstreamFetches caps the blobs fetched from upstreams at once;
+	// more fills wait for a slot (--max-upstream-fetches,
+	// REGCACHE_MAX_UPSTREAM_FETCHES; default 64; -1: no cap).
+	MaxUpstreamFetches int `yaml:"maxUpstreamFetches"`
+	// MaxUploadSize caps one blob pushed into a local repository, e.g.
+	// 20GiB (--max-upload-size, REGCACHE_MAX_UPLOAD_SIZE; default: none).
+	MaxUploadSize string `yaml:"maxUploadSize"`
 }
 
 func defaultConfig() Config {
@@ -139,6 +152,8 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.Duration("gc-grace", 0, "garbage collection keeps blobs written or linked more recently than this (env REGCACHE_GC_GRACE; default 1h)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
+	fs.Int("max-upstream-fetches", 0, fmt.Sprintf("cap on blobs fetched from upstreams at once; more fills wait for a slot (env REGCACHE_MAX_UPSTREAM_FETCHES; default %d; -1: none)", cache.DefaultMaxFills))
+	fs.String("max-upload-size", "", "cap on one blob pushed into a local repository, e.g. 20GiB (env REGCACHE_MAX_UPLOAD_SIZE; default: none)")
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
 	fs.Int("max-conns-per-address", 0, fmt.Sprintf("cap on open connections from one IP address (env REGCACHE_MAX_CONNS_PER_ADDRESS; default %d; -1: none; raise it behind a load balancer)", registry.DefaultMaxConnsPerAddress))
 }
@@ -167,6 +182,7 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	str(&cfg.Listen, "listen", "REGCACHE_LISTEN")
 	str(&cfg.DataDir, "data-dir", "REGCACHE_DATA_DIR")
 	str(&cfg.AdminTokenFile, "admin-token-file", "REGCACHE_ADMIN_TOKEN_FILE")
+	str(&cfg.Limits.MaxUploadSize, "max-upload-size", "REGCACHE_MAX_UPLOAD_SIZE")
 	str(&cfg.TLSCert, "tls-cert", "REGCACHE_TLS_CERT")
 	str(&cfg.TLSKey, "tls-key", "REGCACHE_TLS_KEY")
 	str(&cfg.DefaultRegistry, "default-registry", "REGCACHE_DEFAULT_REGISTRY")
@@ -198,6 +214,7 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	}{
 		{&cfg.Limits.MaxConns, "max-conns", "REGCACHE_MAX_CONNS"},
 		{&cfg.Limits.MaxConnsPerAddress, "max-conns-per-address", "REGCACHE_MAX_CONNS_PER_ADDRESS"},
+		{&cfg.Limits.MaxUpstreamFetches, "max-upstream-fetches", "REGCACHE_MAX_UPSTREAM_FETCHES"},
 	} {
 		if v := getenv(n.env); v != "" {
 			i, err := strconv.Atoi(v)
@@ -303,6 +320,9 @@ func (c Config) validate() error {
 		return err
 	}
 	if err := c.Limits.Validate(); err != nil {
+		return err
+	}
+	if _, err := parseSize("limits.maxUploadSize", c.Limits.MaxUploadSize); err != nil {
 		return err
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {

@@ -24,7 +24,11 @@ type localRepos struct {
 // newLocalRepos wires local repositories and starts their loops; stop
 // ends them (before the metadata database closes).
 func newLocalRepos(ctx context.Context, cfg Config, blobs *storage.Blobs, meta *storage.Meta, rules *cache.Store, log *slog.Logger) (*localRepos, error) {
-	sessions, err := uploads.New(ctx, blobs, meta, cfg.UploadIdleTimeout, log)
+	maxUpload, err := parseSize("limits.maxUploadSize", cfg.Limits.MaxUploadSize)
+	if err != nil {
+		return nil, err
+	}
+	sessions, err := uploads.New(ctx, blobs, meta, uploads.Options{IdleTimeout: cfg.UploadIdleTimeout, MaxSize: maxUpload}, log)
 	if err != nil {
 		return nil, err
 	}

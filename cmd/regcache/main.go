@@ -255,6 +255,8 @@ over the file). Config file:
     idleTimeout: 2m       # keep-alive connections
     writeIdleTimeout: 2m  # a client that reads nothing for this long is cut
     readIdleTimeout: 2m   # a client that sends nothing of its body for this long is cut
+    maxUpstreamFetches: 64  # blobs fetched from upstreams at once; more wait
+    maxUploadSize: 20GiB    # one pushed blob (default: no cap)
   secrets:                # what credential sets may reference
     envPrefix: REGCACHE_SECRET_   # env:// variables must start with it
     fileDirs: [/run/secrets]      # file:// files must be under one of these

@@ -26,7 +26,7 @@ import (
 // and the blob store are created only once the rules have loaded.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	openFiles := raiseOpenFilesLimit(log)
-	limits := cfg.Limits.WithDefaults(openFiles)
+	limits := cfg.Limits.Limits.WithDefaults(openFiles)
 	var certs *registry.CertReloader
 	if cfg.TLSCert != "" {
 		c, err := registry.NewCertReloader(cfg.TLSCert, cfg.TLSKey, log)
@@ -90,7 +90,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	// Health checks and Vault token renewal run until the server stopped.
 	defer background(ctx, creds.Run)()
-	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry})
+	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry, MaxFills: cfg.Limits.MaxUpstreamFetches})
 	defer puller.Close() // before meta closes: fills link what they commit
 	// Access times are flushed periodically and once more after the last
 	// request finished.

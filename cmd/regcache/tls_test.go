@@ -38,3 +38,18 @@ func TestTLSNeedsBoth(t *testing.T) {
 		t.Errorf("both from the environment: %v", err)
 	}
 }
+
+// Sizes are read with the units operators write.
+func TestParseSize(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]int64{"": 0, "1048576": 1 << 20, "512MiB": 512 << 20, "20GiB": 20 << 30, "2GB": 2e9, "1.5G": 3 << 29, "10K": 10 << 10} {
+		if got, err := parseSize("x", in); err != nil || got != want {
+			t.Errorf("parseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"big", "-1GiB", "10XB", "1e300GB"} {
+		if _, err := parseSize("limits.maxUploadSize", bad); err == nil || !strings.Contains(err.Error(), "limits.maxUploadSize") {
+			t.Errorf("parseSize(%q): %v, want an error naming the field", bad, err)
+		}
+	}
+}
