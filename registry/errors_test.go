@@ -10,7 +10,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/regcache/regcache/auth"
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/storage"
 )
@@ -37,6 +39,12 @@ func TestCodeOf(t *testing.T) {
 		{"denied", cache.ErrDenied, "DENIED", http.StatusForbidden},
 		{"too many requests", cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
 		{"unavailable", cache.ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
+		{"client not authenticated", auth.ErrUnauthenticated, "UNAUTHORIZED", http.StatusUnauthorized},
+		{"token scope insufficient", auth.ErrInsufficientScope, "UNAUTHORIZED", http.StatusUnauthorized},
+		{"client denied", auth.ErrDenied, "DENIED", http.StatusForbidden},
+		{"too many failed logins", auth.ErrTooManyAttempts, "TOOMANYREQUESTS", http.StatusTooManyRequests},
+		{"login retry", &auth.RetryError{RetryAfter: time.Minute}, "TOOMANYREQUESTS", http.StatusTooManyRequests},
+		{"token request", errTokenRequest, "UNSUPPORTED", http.StatusBadRequest},
 
 		{"wrapped blob unknown", fmt.Errorf("x: %w", cache.ErrBlobUnknown), "BLOB_UNKNOWN", http.StatusNotFound},
 		{"twice wrapped manifest unknown", fmt.Errorf("a: %w", fmt.Errorf("b: %w", cache.ErrManifestUnknown)), "MANIFEST_UNKNOWN", http.StatusNotFound},

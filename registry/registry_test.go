@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -70,6 +71,9 @@ type stackConfig struct {
 	rules     []cache.Rule      // rules created through the store
 	creds     cache.Credentials // default cache.Anonymous{}
 	limits    registry.Limits   // progress deadlines of the handler
+	auth      registry.ClientAuth
+	trusted   []netip.Prefix // trusted proxies
+	logs      io.Writer      // default io.Discard
 }
 
 // stack is regcache built as `regcache serve` builds it, served by httptest.
@@ -84,7 +88,10 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if sc.logs == nil {
+		sc.logs = io.Discard
+	}
+	logger := slog.New(slog.NewTextHandler(sc.logs, nil))
 	blobs, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -113,7 +120,8 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{})
 	t.Cleanup(puller.Close)
-	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits})
+	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits,
+		ClientAuth: sc.auth, TrustedProxies: sc.trusted})
 	if err != nil {
 		t.Fatal(err)
 	}
