@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 )
@@ -24,8 +25,9 @@ func TestAdminAudit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			logs := &lockedBuffer{}
+			logs := logFile(t)
 			s := newCredStackWith(t, stackConfig{logs: logs, trusted: tc.trusted})
+			text := func() string { raw, _ := os.ReadFile(logs.Name()); return string(raw) }
 			steps := []struct {
 				method, path, body string
 				status             int
@@ -46,13 +48,13 @@ func TestAdminAudit(t *testing.T) {
 				{"DELETE", setsPath + "/hub-team", "", 204, []string{"event=credential-set.delete", "name=hub-team"}},
 			}
 			for _, st := range steps {
-				before := auditLines(logs.String())
+				before := auditLines(text())
 				resp, body := do(t, st.method, s.url+st.path, map[string]string{"Authorization": "Bearer " + testToken,
 					"Content-Type": "application/json", "X-Forwarded-For": forwarded}, strings.NewReader(st.body))
 				if resp.StatusCode != st.status {
 					t.Fatalf("%s %s: %d %s", st.method, st.path, resp.StatusCode, body)
 				}
-				lines := auditLines(logs.String())[len(before):]
+				lines := auditLines(text())[len(before):]
 				if st.want == nil {
 					if len(lines) != 0 {
 						t.Errorf("%s %s logged audit lines: %q", st.method, st.path, lines)
@@ -75,8 +77,8 @@ func TestAdminAudit(t *testing.T) {
 				}
 			}
 			for _, secret := range []string{"hub-s3cr3t", "hub-user", testToken} {
-				if strings.Contains(logs.String(), secret) {
-					t.Errorf("the logs hold the secret %q:\n%s", secret, logs.String())
+				if strings.Contains(text(), secret) {
+					t.Errorf("the logs hold the secret %q:\n%s", secret, text())
 				}
 			}
 		})

@@ -16,7 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,42 +31,6 @@ import (
 	"github.com/regcache/regcache/auth"
 	"github.com/regcache/regcache/cache"
 )
-
-// testClock is a settable clock for the Authority of an auth stack.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *testClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-// lockedBuffer collects log output written concurrently.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // Users of every auth stack, and their passwords.
 var authUsers = map[string]string{"alice": "alice-s3cret", "bob": "bob-s3cret", "carol": "carol-s3cret"}
@@ -85,11 +49,39 @@ var authRules = []auth.AccessRule{
 // an upstream holding library/app:v1 (cached as hub/app by a rule).
 type authStack struct {
 	*stack
-	clock  *testClock
-	logs   *lockedBuffer
-	key    ed25519.PrivateKey
-	digest string // of library/app:v1
-	img    v1.Image
+	elapsed atomic.Int64 // nanoseconds the Authority's clock moved on from authEpoch
+	logs    string       // the log file
+	key     ed25519.PrivateKey
+	digest  string // of library/app:v1
+	img     v1.Image
+}
+
+// authEpoch is when the clock of every auth stack starts.
+var authEpoch = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+
+func (s *authStack) now() time.Time          { return authEpoch.Add(time.Duration(s.elapsed.Load())) }
+func (s *authStack) advance(d time.Duration) { s.elapsed.Add(int64(d)) }
+
+// logText returns what the stack logged so far.
+func (s *authStack) logText(t *testing.T) string {
+	t.Helper()
+	raw, err := os.ReadFile(s.logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(raw)
+}
+
+// logFile creates a file for a stack's log: written by the server and
+// read by the test without sharing memory.
+func logFile(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.Create(filepath.Join(t.TempDir(), "regcache.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }
 
 func newAuthStack(t *testing.T, trusted ...netip.Prefix) *authStack {
@@ -101,21 +93,22 @@ func newAuthStack(t *testing.T, trusted ...netip.Prefix) *authStack {
 	}
 	pushImage(t, up, "library/app:v1", img)
 	d, _ := img.Digest()
-	s := &authStack{clock: &testClock{t: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)}, logs: &lockedBuffer{}, digest: d.String(), img: img}
+	logs := logFile(t)
+	s := &authStack{logs: logs.Name(), digest: d.String(), img: img}
 	_, s.key, _ = ed25519.GenerateKey(rand.Reader)
 	s.stack = newStack(t, stackConfig{
 		upstreams: map[string]string{"docker.io": up.URL},
 		rules:     []cache.Rule{hubRule},
-		auth:      newAuthority(t, s, "regcache"),
+		auth:      newAuthority(t, s.now, logs, s.key, "regcache"),
 		trusted:   trusted,
-		logs:      s.logs,
+		logs:      logs,
 	})
 	return s
 }
 
-// newAuthority is the Authority of s (its clock, key, users and rules)
-// for service.
-func newAuthority(t *testing.T, s *authStack, service string) *auth.Authority {
+// newAuthority is an Authority with the users and rules of every auth
+// stack, the clock now and the signing key, for service.
+func newAuthority(t *testing.T, now func() time.Time, logs io.Writer, key ed25519.PrivateKey, service string) *auth.Authority {
 	t.Helper()
 	file := filepath.Join(t.TempDir(), "htpasswd")
 	var lines strings.Builder
@@ -126,8 +119,8 @@ func newAuthority(t *testing.T, s *authStack, service string) *auth.Authority {
 	if err := os.WriteFile(file, []byte(lines.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	log := slog.New(slog.NewTextHandler(s.logs, nil))
-	users, err := auth.LoadUsers(file, s.clock.Now, log)
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	users, err := auth.LoadUsers(file, now, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +128,7 @@ func newAuthority(t *testing.T, s *authStack, service string) *auth.Authority {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := auth.New(auth.Options{Service: service, Users: users, Rules: rules, Key: s.key, Now: s.clock.Now, Log: log,
+	a, err := auth.New(auth.Options{Service: service, Users: users, Rules: rules, Key: key, Now: now, Log: log,
 		MaxFailures: 3, FailureWindow: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -194,14 +187,12 @@ func TestClientAuthTable(t *testing.T) {
 	manifest := "/v2/hub/app/manifests/v1"
 
 	aliceHub := s.getToken(t, "alice", "repository:hub/app:pull")
-	other := &authStack{clock: s.clock, logs: s.logs, key: s.key}
-	otherService, err := newAuthority(t, other, "another-registry").Issue(auth.Identity{Name: "alice"}, auth.ParseScopes("repository:hub/app:pull"), false)
+	otherService, err := newAuthority(t, s.now, io.Discard, s.key, "another-registry").Issue(auth.Identity{Name: "alice"}, auth.ParseScopes("repository:hub/app:pull"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
-	other.key = otherKey
-	otherSigner, err := newAuthority(t, other, "regcache").Issue(auth.Identity{Name: "alice"}, auth.ParseScopes("repository:hub/app:pull"), false)
+	otherSigner, err := newAuthority(t, s.now, io.Discard, otherKey, "regcache").Issue(auth.Identity{Name: "alice"}, auth.ParseScopes("repository:hub/app:pull"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,11 +255,11 @@ func TestClientAuthTable(t *testing.T) {
 	}
 	t.Run("expired token", func(t *testing.T) {
 		tok := s.getToken(t, "alice", "repository:hub/app:pull")
-		s.clock.Advance(auth.DefaultTokenTTL - time.Second)
+		s.advance(auth.DefaultTokenTTL - time.Second)
 		if resp, body := do(t, "GET", s.url+manifest, bearer(tok), nil); resp.StatusCode != 200 {
 			t.Fatalf("a second before expiry: %d %s", resp.StatusCode, body)
 		}
-		s.clock.Advance(time.Second)
+		s.advance(time.Second)
 		resp, body := do(t, "GET", s.url+manifest, bearer(tok), nil)
 		if resp.StatusCode != 401 || ociCode(t, body) != "UNAUTHORIZED" || !strings.Contains(string(body), "expired") ||
 			resp.Header.Get("WWW-Authenticate") != hubPull+`,error="invalid_token"` {
@@ -291,7 +282,7 @@ func TestClientAuthTable(t *testing.T) {
 		}
 	})
 	// Never a password or a token in a log line.
-	logs := s.logs.String()
+	logs := s.logText(t)
 	for _, secret := range []string{authUsers["alice"], authUsers["bob"], "wrong-password", aliceHub, otherService.Token} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the logs hold %q:\n%s", secret, logs)
@@ -494,7 +485,7 @@ func TestLoginRateLimit(t *testing.T) {
 		if resp, body := s.tokenRequest(t, "alice", "guess", attacker); resp.StatusCode != 401 {
 			t.Fatalf("failure %d: %d %s", i+1, resp.StatusCode, body)
 		}
-		s.clock.Advance(10 * time.Second)
+		s.advance(10 * time.Second)
 	}
 	resp, body := s.tokenRequest(t, "alice", authUsers["alice"], attacker)
 	if resp.StatusCode != 429 || ociCode(t, body) != "TOOMANYREQUESTS" || resp.Header.Get("Retry-After") != "30" {
@@ -503,12 +494,12 @@ func TestLoginRateLimit(t *testing.T) {
 	if resp, body := s.tokenRequest(t, "alice", authUsers["alice"], neighbour); resp.StatusCode != 200 {
 		t.Errorf("another address: %d %s", resp.StatusCode, body)
 	}
-	s.clock.Advance(30 * time.Second)
+	s.advance(30 * time.Second)
 	if resp, body := s.tokenRequest(t, "alice", authUsers["alice"], attacker); resp.StatusCode != 200 {
 		t.Errorf("after the window: %d %s", resp.StatusCode, body)
 	}
-	if !strings.Contains(s.logs.String(), "from=198.51.100.7") {
-		t.Errorf("the block was not logged with the client address:\n%s", s.logs.String())
+	if !strings.Contains(s.logText(t), "from=198.51.100.7") {
+		t.Errorf("the block was not logged with the client address:\n%s", s.logText(t))
 	}
 
 	// Without trusted proxies, X-Forwarded-For changes nothing.

@@ -157,31 +157,14 @@ func TestServeWithClientAuth(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("alice-pw"), bcrypt.MinCost)
 	htpasswd := writeFile(t, "htpasswd", "alice:"+string(hash)+"\n")
 	dataDir := t.TempDir()
-	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := runCLI(t, ctx, nil, "serve", "--listen", addr, "--data-dir", dataDir, "--log-level", "error", "--auth-htpasswd", htpasswd)
-		done <- err
-	}()
-	base := "http://" + addr
-	var resp *http.Response
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		var err error
-		if resp, err = http.Get(base + "/v2/"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve exited early: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not answer /v2/: %v", err)
-		}
+	base, done := startServe(t, ctx, "--data-dir", dataDir, "--log-level", "error", "--auth-htpasswd", htpasswd)
+	resp, err := http.Get(base + "/v2/")
+	if err != nil {
+		t.Fatal(err)
 	}
+	resp.Body.Close()
 	if want := `Bearer realm="` + base + `/v2/token",service="regcache"`; resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") != want {
 		t.Fatalf("/v2/: %d %q; want 401 %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), want)
 	}
