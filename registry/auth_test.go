@@ -2,6 +2,7 @@ package registry_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -16,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +32,7 @@ import (
 
 	"github.com/regcache/regcache/auth"
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/registry"
 )
 
 // Users of every auth stack, and their passwords.
@@ -84,7 +87,7 @@ func logFile(t *testing.T) *os.File {
 	return f
 }
 
-func newAuthStack(t *testing.T, trusted ...netip.Prefix) *authStack {
+func newAuthStack(t *testing.T, opts ...func(*stackConfig)) *authStack {
 	t.Helper()
 	up := newUpstream(t)
 	img, err := random.Image(512, 1)
@@ -96,13 +99,16 @@ func newAuthStack(t *testing.T, trusted ...netip.Prefix) *authStack {
 	logs := logFile(t)
 	s := &authStack{logs: logs.Name(), digest: d.String(), img: img}
 	_, s.key, _ = ed25519.GenerateKey(rand.Reader)
-	s.stack = newStack(t, stackConfig{
+	sc := stackConfig{
 		upstreams: map[string]string{"docker.io": up.URL},
 		rules:     []cache.Rule{hubRule},
 		auth:      newAuthority(t, s.now, logs, s.key, "regcache"),
-		trusted:   trusted,
 		logs:      logs,
-	})
+	}
+	for _, o := range opts {
+		o(&sc)
+	}
+	s.stack = newStack(t, sc)
 	return s
 }
 
@@ -476,7 +482,7 @@ func TestClientAuthWithGoContainerregistry(t *testing.T) {
 // the one X-Forwarded-For names; from anyone else that header is ignored.
 func TestLoginRateLimit(t *testing.T) {
 	t.Parallel()
-	s := newAuthStack(t, netip.MustParsePrefix("127.0.0.1/32"))
+	s := newAuthStack(t, func(sc *stackConfig) { sc.trusted = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")} })
 	from := func(addr string) map[string]string {
 		return map[string]string{"X-Forwarded-For": "203.0.113.9, " + addr}
 	}
@@ -509,5 +515,54 @@ func TestLoginRateLimit(t *testing.T) {
 	}
 	if resp, _ := u.tokenRequest(t, "alice", authUsers["alice"], from("198.51.100.99")); resp.StatusCode != 429 {
 		t.Errorf("an untrusted X-Forwarded-For escaped the limit: %d", resp.StatusCode)
+	}
+}
+
+// routeChange decorates a Backend: right after the first Route of a
+// request with ns, a rule changes (a rule change racing a request, made
+// deterministic).
+type routeChange struct {
+	registry.Backend
+	once   sync.Once
+	change func()
+}
+
+func (b *routeChange) Route(ctx context.Context, name, ns string) (string, error) {
+	local, err := b.Backend.Route(ctx, name, ns)
+	if ns != "" {
+		b.once.Do(b.change)
+	}
+	return local, err
+}
+
+// What is served is what the gate authorised: a rule created between the
+// gate's routing and the handler's (here docker.io/library/app -> secret/app,
+// which alice may not pull) does not make the request read another
+// repository than hub/app.
+func TestClientAuthServesWhatWasAuthorised(t *testing.T) {
+	t.Parallel()
+	var s *authStack
+	s = newAuthStack(t, func(sc *stackConfig) {
+		sc.backend = func(b registry.Backend) registry.Backend {
+			return &routeChange{Backend: b, change: func() {
+				if _, err := s.store.Create(context.Background(), cache.Rule{Name: "secret-app", Source: "docker.io/library/app", Target: "secret/app"}); err != nil {
+					t.Errorf("create the racing rule: %v", err)
+				}
+			}}
+		}
+	})
+	tok := s.getToken(t, "alice", "repository:hub/app:pull")
+	resp, body := do(t, "GET", s.url+"/v2/library/app/manifests/v1?ns=docker.io", bearer(tok), nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, body)
+	}
+	for repo, want := range map[string]bool{"hub/app": true, "secret/app": false} {
+		if has, err := s.meta.HasRepo(t.Context(), repo); err != nil || has != want {
+			t.Errorf("after the request, %s stored: %v (%v); want %v", repo, has, err, want)
+		}
+	}
+	// The rule is in force for the next request: alice is denied.
+	if resp, body := do(t, "GET", s.url+"/v2/library/app/manifests/v1?ns=docker.io", bearer(tok), nil); resp.StatusCode != 403 {
+		t.Errorf("next request: %d %s; want 403 (secret/app)", resp.StatusCode, body)
 	}
 }

@@ -74,6 +74,8 @@ type stackConfig struct {
 	auth      registry.ClientAuth
 	trusted   []netip.Prefix // trusted proxies
 	logs      io.Writer      // default io.Discard
+	// backend, when set, decorates the puller (fault injection).
+	backend func(registry.Backend) registry.Backend
 }
 
 // stack is regcache built as `regcache serve` builds it, served by httptest.
@@ -120,7 +122,11 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{})
 	t.Cleanup(puller.Close)
-	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits,
+	var backend registry.Backend = puller
+	if sc.backend != nil {
+		backend = sc.backend(puller)
+	}
+	h, err := registry.New(registry.Config{Backend: backend, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits,
 		ClientAuth: sc.auth, TrustedProxies: sc.trusted})
 	if err != nil {
 		t.Fatal(err)
