@@ -341,6 +341,11 @@ func (a *Authority) failed(from netip.Addr, user, why string) {
 			"failures", a.limiter.max, "window", a.limiter.window)
 		return
 	}
+	if !a.users.Exists(user) {
+		// Not logged as typed: a password entered as the user name
+		// would end up in the log.
+		user = "<not a user of the htpasswd file>"
+	}
 	a.log.Info("login failed", "user", user, "from", from.String(), "reason", why)
 }
 

@@ -339,3 +339,20 @@ func TestLoginRateLimit(t *testing.T) {
 		t.Errorf("another address of the same /64: %v", err)
 	}
 }
+
+// A failed login is logged with its address, and with the user name only
+// when it is a user of the file: a password typed as the user name never
+// reaches the log.
+func TestFailedLoginLog(t *testing.T) {
+	t.Parallel()
+	var logs strings.Builder
+	f := newFixture(t, func(o *auth.Options) { o.Log = slog.New(slog.NewTextHandler(&logs, nil)) })
+	from := netip.MustParseAddr("192.0.2.7")
+	f.a.Login(from, "alice", "wrong")
+	f.a.Login(from, "s3cret-typed-as-user", "")
+	out := logs.String()
+	if !strings.Contains(out, `msg="login failed" user=alice from=192.0.2.7`) || strings.Contains(out, "s3cret-typed-as-user") ||
+		!strings.Contains(out, `user="<not a user of the htpasswd file>" from=192.0.2.7`) {
+		t.Errorf("log:\n%s", out)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -213,6 +214,7 @@ func readClientAuth(cfg Config, log *slog.Logger) (*clientAuthFiles, error) {
 // configured; nil when client authentication is off.
 func (f *clientAuthFiles) authority(cfg Config, log *slog.Logger) (registry.ClientAuth, error) {
 	if f == nil {
+		log.Info("client authentication off: anyone who reaches the listen address may pull; --auth-htpasswd requires logins")
 		return nil, nil
 	}
 	a := cfg.Auth
@@ -223,6 +225,10 @@ func (f *clientAuthFiles) authority(cfg Config, log *slog.Logger) (registry.Clie
 		if key, created, err = auth.LoadOrCreateKey(f.keyPath); err != nil {
 			return nil, err
 		}
+	}
+	if fi, err := os.Stat(f.keyPath); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn("the token signing key is readable by others than its owner: anyone who can read it can forge tokens; chmod 600 it",
+			"signingKey", f.keyPath, "mode", fi.Mode().Perm().String())
 	}
 	authority, err := auth.New(auth.Options{Service: a.Service, Users: f.users, Rules: f.rules, Key: key,
 		TokenTTL: a.TokenTTL, RefreshTokenTTL: a.RefreshTokenTTL,
