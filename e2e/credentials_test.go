@@ -104,13 +104,20 @@ func (f *credFlow) waitState(t *testing.T, state, reason string) credentials.Set
 	}
 }
 
-func writeHtpasswd(t *testing.T, path, user, pass string) {
+// writeHtpasswd writes an htpasswd file of bcrypt hashes for user and
+// pass, and for each further user, password pair of more.
+func writeHtpasswd(t *testing.T, path, user, pass string, more ...string) {
 	t.Helper()
-	hash, err := bcrypt.GenerateFromPassword([]byte(pass), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
+	var lines strings.Builder
+	pairs := append([]string{user, pass}, more...)
+	for i := 0; i+1 < len(pairs); i += 2 {
+		hash, err := bcrypt.GenerateFromPassword([]byte(pairs[i+1]), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines.WriteString(pairs[i] + ":" + string(hash) + "\n")
 	}
-	if err := os.WriteFile(path, []byte(user+":"+string(hash)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(lines.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

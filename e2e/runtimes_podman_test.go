@@ -48,6 +48,16 @@ func newPodman(t testing.TB, registriesConf string) *podman {
 
 func (p *podman) run(t testing.TB, args ...string) string {
 	t.Helper()
+	return runOK(t, p.options(), p.bin, p.args(args...)...)
+}
+
+// options are the RunOptions of every podman command.
+func (p *podman) options() peers.RunOptions {
+	return peers.RunOptions{Env: []string{"CONTAINERS_REGISTRIES_CONF=" + p.conf}}
+}
+
+// args prepends the global flags to a podman command's arguments.
+func (p *podman) args(args ...string) []string {
 	global := []string{
 		"--root", p.root,
 		"--runroot", filepath.Join(p.short, "run"),
@@ -57,7 +67,7 @@ func (p *podman) run(t testing.TB, args ...string) string {
 		"--cgroup-manager", "cgroupfs",
 		"--network-config-dir", filepath.Join(p.short, "networks"),
 	}
-	return runOK(t, peers.RunOptions{Env: []string{"CONTAINERS_REGISTRIES_CONF=" + p.conf}}, p.bin, append(global, args...)...)
+	return append(global, args...)
 }
 
 // TestPodmanSkopeoMirror is the CRI-O/podman mirror mode: the shipped

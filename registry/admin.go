@@ -191,7 +191,8 @@ func (s *server) createRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.Log.Info("cache rule created", "rule", rule.Name, "source", rule.Source, "target", rule.Target, "credentialSet", rule.CredentialSet)
+	s.audit(r, "cache-rule.create", rule.Name, "sourceRepository", rule.Source, "targetRepository", rule.Target,
+		"credentialSetName", rule.CredentialSet, "tagTTL", rule.TagTTL)
 	writeJSON(w, http.StatusCreated, s.view(rule))
 	return nil
 }
@@ -211,7 +212,7 @@ func (s *server) updateRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.Log.Info("cache rule updated", "rule", rule.Name, "credentialSet", rule.CredentialSet, "tagTTL", rule.TagTTL)
+	s.audit(r, "cache-rule.update", rule.Name, changedFields("credentialSetName", in.CredentialSet, "tagTTL", in.TagTTL)...)
 	writeJSON(w, http.StatusOK, s.view(rule))
 	return nil
 }
@@ -221,7 +222,7 @@ func (s *server) deleteRule(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Rules.Delete(r.Context(), name); err != nil {
 		return err
 	}
-	s.Log.Info("cache rule deleted", "rule", name)
+	s.audit(r, "cache-rule.delete", name)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -69,6 +69,8 @@ func (s *server) createCredentialSet(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
+	s.audit(r, "credential-set.create", set.Name, "loginServer", set.LoginServer,
+		"usernameSecretIdentifier", set.UsernameSecretRef, "passwordSecretIdentifier", set.PasswordSecretRef)
 	writeJSON(w, http.StatusCreated, set)
 	return nil
 }
@@ -88,6 +90,8 @@ func (s *server) updateCredentialSet(w http.ResponseWriter, r *http.Request) err
 	if err != nil {
 		return err
 	}
+	s.audit(r, "credential-set.update", set.Name, changedFields("usernameSecretIdentifier", nonEmpty(set.UsernameSecretRef, in.Username),
+		"passwordSecretIdentifier", nonEmpty(set.PasswordSecretRef, in.Password))...)
 	writeJSON(w, http.StatusOK, set)
 	return nil
 }
@@ -96,6 +100,7 @@ func (s *server) deleteCredentialSet(w http.ResponseWriter, r *http.Request) err
 	if err := s.CredentialSets.Delete(r.Context(), r.PathValue("name")); err != nil {
 		return err
 	}
+	s.audit(r, "credential-set.delete", r.PathValue("name"))
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

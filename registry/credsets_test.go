@@ -23,9 +23,19 @@ const setsPath = "/admin/v1/credential-sets"
 // docker.io is a registry that needs no credentials.
 func newCredStack(t *testing.T) *stack {
 	t.Helper()
+	return newCredStackWith(t, stackConfig{})
+}
+
+// newCredStackWith is newCredStack logging to sc.logs and trusting the
+// proxies sc.trusted.
+func newCredStackWith(t *testing.T, sc stackConfig) *stack {
+	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if sc.logs == nil {
+		sc.logs = io.Discard
+	}
+	logger := slog.New(slog.NewTextHandler(sc.logs, nil))
 	blobs, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +75,8 @@ func newCredStack(t *testing.T) *stack {
 	}
 	puller := cache.NewPuller(store, endpoints, mgr, blobs, meta, logger, cache.Options{})
 	t.Cleanup(puller.Close)
-	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, CredentialSets: mgr})
+	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, CredentialSets: mgr,
+		TrustedProxies: sc.trusted})
 	if err != nil {
 		t.Fatal(err)
 	}

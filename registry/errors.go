@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/regcache/regcache/auth"
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/storage"
@@ -58,6 +59,11 @@ var ociErrors = []ociError{
 	{uploads.ErrInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
 	{uploads.ErrTooLarge, "SIZE_INVALID", http.StatusRequestEntityTooLarge},
 	{errRangeInvalid, "BLOB_UPLOAD_INVALID", http.StatusBadRequest},
+	{auth.ErrUnauthenticated, "UNAUTHORIZED", http.StatusUnauthorized},
+	{auth.ErrInsufficientScope, "UNAUTHORIZED", http.StatusUnauthorized},
+	{auth.ErrDenied, "DENIED", http.StatusForbidden},
+	{auth.ErrTooManyAttempts, "TOOMANYREQUESTS", http.StatusTooManyRequests},
+	{errTokenRequest, "UNSUPPORTED", http.StatusBadRequest},
 	{cache.ErrUnauthorized, "UNAUTHORIZED", http.StatusUnauthorized},
 	{cache.ErrDenied, "DENIED", http.StatusForbidden},
 	{cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
@@ -99,8 +105,12 @@ func writeOCIError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err
 	h.Del("Docker-Content-Digest")
 	h.Del("ETag")
 	h.Set("Content-Type", "application/json")
-	if status == http.StatusUnauthorized {
-		// Clients expect a challenge with a 401; regcache itself asks for no
+	var c *challengeError
+	switch {
+	case errors.As(err, &c):
+		h.Set("WWW-Authenticate", c.challenge) // client authentication (auth.go)
+	case status == http.StatusUnauthorized:
+		// Clients expect a challenge with a 401; here regcache asks for no
 		// credentials, the upstream refused the rule's.
 		h.Set("WWW-Authenticate", `Basic realm="regcache"`)
 	}

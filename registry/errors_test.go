@@ -10,7 +10,9 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/regcache/regcache/auth"
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/storage"
@@ -57,6 +59,12 @@ func TestCodeOf(t *testing.T) {
 		{"upload digest mismatch", storage.ErrDigestMismatch, "DIGEST_INVALID", http.StatusBadRequest},
 		{"upload size mismatch", storage.ErrSizeMismatch, "SIZE_INVALID", http.StatusBadRequest},
 		{"fill digest mismatch is the upstream's fault", fmt.Errorf("%w: %w", cache.ErrUnavailable, storage.ErrDigestMismatch), "UNAVAILABLE", http.StatusServiceUnavailable},
+		{"client not authenticated", auth.ErrUnauthenticated, "UNAUTHORIZED", http.StatusUnauthorized},
+		{"token scope insufficient", auth.ErrInsufficientScope, "UNAUTHORIZED", http.StatusUnauthorized},
+		{"client denied", auth.ErrDenied, "DENIED", http.StatusForbidden},
+		{"too many failed logins", auth.ErrTooManyAttempts, "TOOMANYREQUESTS", http.StatusTooManyRequests},
+		{"login retry", &auth.RetryError{RetryAfter: time.Minute}, "TOOMANYREQUESTS", http.StatusTooManyRequests},
+		{"token request", errTokenRequest, "UNSUPPORTED", http.StatusBadRequest},
 
 		{"wrapped blob unknown", fmt.Errorf("x: %w", cache.ErrBlobUnknown), "BLOB_UNKNOWN", http.StatusNotFound},
 		{"twice wrapped manifest unknown", fmt.Errorf("a: %w", fmt.Errorf("b: %w", cache.ErrManifestUnknown)), "MANIFEST_UNKNOWN", http.StatusNotFound},

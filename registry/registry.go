@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"sort"
 	"strconv"
@@ -64,6 +65,15 @@ type Config struct {
 	Local LocalRepos
 	// GC serves POST /admin/v1/gc (optional).
 	GC GarbageCollector
+	// ClientAuth, when set, requires clients of /v2/ to log in and hold
+	// tokens (see auth.go); nil serves the distribution API to anyone.
+	ClientAuth ClientAuth
+	// AuthRealm is the token endpoint's URL in challenges; empty:
+	// <scheme>://<host the client used>/v2/token.
+	AuthRealm string
+	// TrustedProxies are the addresses whose X-Forwarded-For is believed
+	// for login rate limits and audit records.
+	TrustedProxies []netip.Prefix
 }
 
 type server struct {
@@ -81,8 +91,7 @@ func New(cfg Config) (http.Handler, error) {
 	s := &server{Config: cfg}
 	s.Limits = s.Limits.WithDefaults(0)
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v2/", s.oci)
-	mux.HandleFunc("/v2", s.oci)
+	s.ociRoutes(mux)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.adminRoutes(mux)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -75,6 +76,11 @@ type stackConfig struct {
 	local     bool              // accept pushes into local repositories
 	localNS   []string          // local namespaces
 	defReg    string            // default registry
+	auth      registry.ClientAuth
+	trusted   []netip.Prefix // trusted proxies
+	logs      io.Writer      // default io.Discard
+	// backend, when set, decorates the puller (fault injection).
+	backend func(registry.Backend) registry.Backend
 }
 
 // stack is regcache built as `regcache serve` builds it, served by httptest.
@@ -89,7 +95,10 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if sc.logs == nil {
+		sc.logs = io.Discard
+	}
+	logger := slog.New(slog.NewTextHandler(sc.logs, nil))
 	blobs, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +130,12 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg})
 	t.Cleanup(puller.Close)
-	cfg := registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits}
+	var backend registry.Backend = puller
+	if sc.backend != nil {
+		backend = sc.backend(puller)
+	}
+	cfg := registry.Config{Backend: backend, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits,
+		ClientAuth: sc.auth, TrustedProxies: sc.trusted}
 	if sc.local {
 		sessions, err := uploads.New(ctx, blobs, meta, uploads.Options{}, logger)
 		if err != nil {

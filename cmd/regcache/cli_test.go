@@ -583,17 +583,15 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// serve starts, writes the admin token, answers the CLI, and stops cleanly
-// when its context ends.
-func TestServeEndToEnd(t *testing.T) {
-	t.Parallel()
-	dataDir := t.TempDir()
+// startServe runs serve in process on a free loopback port with args
+// until ctx ends, and returns its base URL once /healthz answers, and the
+// channel serve's result arrives on.
+func startServe(t *testing.T, ctx context.Context, args ...string) (string, <-chan error) {
+	t.Helper()
 	addr := freeAddr(t)
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := runCLI(t, ctx, nil, "serve", "--listen", addr, "--data-dir", dataDir, "--log-level", "error")
+		_, _, err := runCLI(t, ctx, nil, append([]string{"serve", "--listen", addr}, args...)...)
 		done <- err
 	}()
 	url := "http://" + addr
@@ -603,7 +601,7 @@ func TestServeEndToEnd(t *testing.T) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
-				break
+				return url, done
 			}
 		}
 		select {
@@ -616,6 +614,16 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// serve starts, writes the admin token, answers the CLI, and stops cleanly
+// when its context ends.
+func TestServeEndToEnd(t *testing.T) {
+	t.Parallel()
+	dataDir := t.TempDir()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	url, done := startServe(t, ctx, "--data-dir", dataDir, "--log-level", "error")
 	fi, err := os.Stat(filepath.Join(dataDir, "admin.token"))
 	if err != nil {
 		t.Fatalf("admin token not written: %v", err)

@@ -110,6 +110,13 @@ type Config struct {
 	// --max-conns-per-address, REGCACHE_MAX_CONNS_PER_ADDRESS; the
 	// timeouts in the file only). Zero values take the defaults.
 	Limits limitsConfig `yaml:"limits"`
+	// Auth is client authentication of the distribution API (see
+	// authconfig.go); off unless auth.htpasswd is set.
+	Auth AuthConfig `yaml:"auth"`
+	// TrustedProxies are addresses or CIDR prefixes of proxies whose
+	// X-Forwarded-For is believed for login rate limits and audit records
+	// (--trusted-proxy, repeatable; REGCACHE_TRUSTED_PROXIES).
+	TrustedProxies []string `yaml:"trustedProxies"`
 }
 
 // limitsConfig is the limits: section: the HTTP server's limits, and the
@@ -156,6 +163,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.String("max-upload-size", "", "cap on one blob pushed into a local repository, e.g. 20GiB (env REGCACHE_MAX_UPLOAD_SIZE; default: none)")
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
 	fs.Int("max-conns-per-address", 0, fmt.Sprintf("cap on open connections from one IP address (env REGCACHE_MAX_CONNS_PER_ADDRESS; default %d; -1: none; raise it behind a load balancer)", registry.DefaultMaxConnsPerAddress))
+	authFlags(fs)
 }
 
 // loadConfig builds the Config from defaults, the config file, the
@@ -265,6 +273,9 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	if fs.Changed("secret-file-dir") {
 		cfg.Secrets.FileDirs, _ = fs.GetStringArray("secret-file-dir")
 	}
+	if err := loadAuthSettings(&cfg, fs, getenv); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validate()
 }
 
@@ -323,6 +334,9 @@ func (c Config) validate() error {
 		return err
 	}
 	if _, err := parseSize("limits.maxUploadSize", c.Limits.MaxUploadSize); err != nil {
+		return err
+	}
+	if err := c.validateAuth(); err != nil {
 		return err
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {

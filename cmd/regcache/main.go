@@ -226,6 +226,16 @@ collection (every gcInterval, or regcache gc) deletes the blobs no manifest
 references, never those of cached repositories nor those written within
 gcGrace.
 
+Client authentication is off by default: anyone who reaches the port may
+pull (fine on loopback or a lab network). --auth-htpasswd FILE requires a
+login: docker login, podman login, skopeo --creds and containerd's
+credentials get short-lived signed tokens from /v2/token (the Docker token
+flow). Users come from the htpasswd file (bcrypt only: htpasswd -B),
+reloaded when it changes; the auth: section of the config file says who
+pulls and pushes which local repositories (the target of a cache rule, as
+served after containerd's ns or a mirror's path prefix is resolved).
+Failed logins are limited per client address (429 with Retry-After).
+
 Every setting can come from the YAML file given by --config, a REGCACHE_*
 environment variable, or a flag (flags win over the environment, which wins
 over the file). Config file:
@@ -277,11 +287,26 @@ over the file). Config file:
     - name: hub-library
       source: docker.io/library/*
       target: hub/*
-      tagTTL: 10m         # cached tags served 10m before a HEAD revalidates them`,
+      tagTTL: 10m         # cached tags served 10m before a HEAD revalidates them
+  auth:                   # client authentication: off unless htpasswd is set
+    htpasswd: /etc/regcache/htpasswd   # users: htpasswd -B -c /etc/regcache/htpasswd alice
+    realm: https://regcache.example.com/v2/token   # behind a proxy; default: from the request
+    tokenTTL: 5m
+    access:               # absent: every user pulls and pushes everything
+      - repository: "hub/*"   # a name, a prefix/*, or * (local names)
+        pull: ["*"]           # "*": every user of the htpasswd file
+      - repository: "lab/*"
+        pull: [bob]
+        push: [alice]         # push implies pull
+        anonymousPull: false  # true: also clients that did not log in
+    catalog: [alice]      # who may list /v2/_catalog
+    loginFailures: {max: 10, window: 5m}   # per client address
+  trustedProxies: [10.0.0.0/8]   # X-Forwarded-For believed from these`,
 		Example: `  regcache serve
   regcache serve --listen 127.0.0.1:5000 --data-dir /var/lib/regcache
   regcache serve --upstream docker.io=http://127.0.0.1:5001 --log-format json
   regcache serve --default-registry docker.io --local-namespace lab/* --gc-grace 2h
+  regcache serve --auth-htpasswd /etc/regcache/htpasswd
   REGCACHE_CONFIG=/etc/regcache/config.yaml regcache serve`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -25,6 +25,10 @@ import (
 // mistyped address or a taken port leaves nothing behind; the admin token
 // and the blob store are created only once the rules have loaded.
 func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+	authFiles, err := readClientAuth(cfg, log) // a bad htpasswd file stops the start before anything is created
+	if err != nil {
+		return err
+	}
 	openFiles := raiseOpenFilesLimit(log)
 	limits := cfg.Limits.Limits.WithDefaults(openFiles)
 	var certs *registry.CertReloader
@@ -100,8 +104,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer repos.stop()
+	clientAuth, err := authFiles.authority(cfg, log)
+	if err != nil {
+		return err
+	}
+	trusted, _ := parseTrustedProxies(cfg.TrustedProxies) // validated with the config
 	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
-		Local: repos.Repos, GC: repos.Repos, Limits: limits})
+		Local: repos.Repos, GC: repos.Repos, Limits: limits, ClientAuth: clientAuth, AuthRealm: cfg.Auth.Realm, TrustedProxies: trusted})
 	if err != nil {
 		return err
 	}
