@@ -48,6 +48,8 @@ type Config struct {
 	Log        *slog.Logger
 	// CredentialSets serves /admin/v1/credential-sets (optional; see credsets.go).
 	CredentialSets CredentialSets
+	// Fsck serves /admin/v1/fsck (optional; see fsck.go).
+	Fsck Fsck
 	// Limits: the handler applies WriteIdleTimeout and ReadIdleTimeout
 	// (zero: the defaults); NewServer and Listen apply the others.
 	Limits Limits
@@ -74,6 +76,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.adminRoutes(mux)
 	s.credentialSetRoutes(mux)
+	s.fsckRoutes(mux)
 	return s.accessLog(mux), nil
 }
 

@@ -78,6 +78,8 @@ type stack struct {
 	store *cache.Store
 	blobs *storage.Blobs
 	meta  *storage.Meta
+	dir   string // the data directory: blobs, meta.db, quarantine
+	fsck  *storage.Checker
 }
 
 func newStack(t *testing.T, sc stackConfig) *stack {
@@ -113,13 +115,14 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{})
 	t.Cleanup(puller.Close)
-	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits})
+	fsck := storage.NewChecker(blobs, meta, filepath.Join(dir, "quarantine"))
+	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits, Fsck: fsck})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close) // runs before meta.Close
-	return &stack{url: srv.URL, store: store, blobs: blobs, meta: meta}
+	return &stack{url: srv.URL, store: store, blobs: blobs, meta: meta, dir: dir, fsck: fsck}
 }
 
 // pushImage writes img to the upstream as repo:tag.
