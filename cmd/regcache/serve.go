@@ -76,7 +76,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Access times are flushed periodically and once more after the last
 	// request finished.
 	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
-	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds, Limits: limits})
+	// POST /admin/v1/fsck checks the live store; it quarantines next to it.
+	checker := storage.NewChecker(blobs, meta, filepath.Join(cfg.DataDir, "quarantine"))
+	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds, Limits: limits, Fsck: checker})
 	if err != nil {
 		return err
 	}
