@@ -71,6 +71,14 @@ type Config struct {
 	// checks (--credential-health-interval,
 	// REGCACHE_CREDENTIAL_HEALTH_INTERVAL; 0 is the default, 1m).
 	CredentialHealthInterval time.Duration `yaml:"credentialHealthInterval"`
+	// FillIdleTimeout aborts a blob fill whose upstream sent nothing for
+	// this long (--fill-idle-timeout, REGCACHE_FILL_IDLE_TIMEOUT; 0 is the
+	// default, 2m). A fill making progress is never cut.
+	FillIdleTimeout time.Duration `yaml:"fillIdleTimeout"`
+	// UpstreamHeaderTimeout bounds the wait for an upstream's response
+	// headers (--upstream-header-timeout, REGCACHE_UPSTREAM_HEADER_TIMEOUT;
+	// 0 is the default, 30s).
+	UpstreamHeaderTimeout time.Duration `yaml:"upstreamHeaderTimeout"`
 	// LogLevel is debug, info, warn or error (--log-level, REGCACHE_LOG_LEVEL).
 	LogLevel string `yaml:"logLevel"`
 	// LogFormat is text or json (--log-format, REGCACHE_LOG_FORMAT).
@@ -100,6 +108,8 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.StringArray("secret-file-dir", nil, "file:// secret references must name a file under this directory; repeatable (env REGCACHE_SECRETS_FILE_DIRS, comma-separated; default "+credentials.DefaultFileDir+")")
 	fs.Duration("credential-cache-ttl", 0, "how long resolved credential set secrets are reused (env REGCACHE_CREDENTIAL_CACHE_TTL; default 5m)")
 	fs.Duration("credential-health-interval", 0, "period of credential set health checks (env REGCACHE_CREDENTIAL_HEALTH_INTERVAL; default 1m)")
+	fs.Duration("fill-idle-timeout", 0, "fail a blob fill whose upstream sent nothing for this long (env REGCACHE_FILL_IDLE_TIMEOUT; default 2m)")
+	fs.Duration("upstream-header-timeout", 0, "fail an upstream request whose response headers take longer (env REGCACHE_UPSTREAM_HEADER_TIMEOUT; default 30s)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
@@ -138,6 +148,8 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	}{
 		{&cfg.CredentialCacheTTL, "credential-cache-ttl", "REGCACHE_CREDENTIAL_CACHE_TTL"},
 		{&cfg.CredentialHealthInterval, "credential-health-interval", "REGCACHE_CREDENTIAL_HEALTH_INTERVAL"},
+		{&cfg.FillIdleTimeout, "fill-idle-timeout", "REGCACHE_FILL_IDLE_TIMEOUT"},
+		{&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", "REGCACHE_UPSTREAM_HEADER_TIMEOUT"},
 	} {
 		if v := getenv(d.env); v != "" {
 			dur, err := time.ParseDuration(v)
@@ -246,6 +258,12 @@ func (c Config) validate() error {
 	}
 	if err := c.validateCredentials(); err != nil {
 		return err
+	}
+	if c.FillIdleTimeout < 0 {
+		return fmt.Errorf("fillIdleTimeout %v: must be positive, e.g. 2m (0 means the default, 2m)", c.FillIdleTimeout)
+	}
+	if c.UpstreamHeaderTimeout < 0 {
+		return fmt.Errorf("upstreamHeaderTimeout %v: must be positive, e.g. 30s (0 means the default, 30s)", c.UpstreamHeaderTimeout)
 	}
 	if err := c.Limits.Validate(); err != nil {
 		return err

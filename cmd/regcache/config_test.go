@@ -267,7 +267,7 @@ func TestUnknownConfigKeys(t *testing.T) {
 			name: "top level typo",
 			file: "listen: \":5000\"\nrulez: []\n",
 			want: []string{`line 2: unknown key "rulez" at the top level (did you mean "rules"?)`,
-				"accepted keys: adminTokenFile, allowedUpstreams, credentialCacheTTL, credentialHealthInterval, credentialSets, dataDir, defaultRegistry, limits, listen, logFormat, logLevel, rules, secrets, upstreams, vault"},
+				"accepted keys: adminTokenFile, allowedUpstreams, credentialCacheTTL, credentialHealthInterval, credentialSets, dataDir, defaultRegistry, fillIdleTimeout, limits, listen, logFormat, logLevel, rules, secrets, upstreamHeaderTimeout, upstreams, vault"},
 		},
 		{
 			name: "case",

@@ -226,6 +226,8 @@ over the file). Config file:
   logLevel: info          # debug, info, warn, error
   logFormat: text         # text, json
   defaultRegistry: docker.io   # names no rule matches belong to Docker Hub (registry-mirrors)
+  fillIdleTimeout: 2m     # a blob fill whose upstream sends nothing for this long fails
+  upstreamHeaderTimeout: 30s   # an upstream request answered no headers within this fails
   upstreams:
     docker.io: https://mirror.example.com
   allowedUpstreams:       # besides the well-known registries and upstreams

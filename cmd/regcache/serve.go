@@ -71,7 +71,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	// Health checks and Vault token renewal run until the server stopped.
 	defer background(ctx, creds.Run)()
-	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry})
+	upstream := cache.DefaultTransport()
+	if cfg.UpstreamHeaderTimeout > 0 {
+		upstream.ResponseHeaderTimeout = cfg.UpstreamHeaderTimeout
+	}
+	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry,
+		IdleTimeout: cfg.FillIdleTimeout, Transport: upstream})
 	defer puller.Close() // before meta closes: fills link what they commit
 	// Access times are flushed periodically and once more after the last
 	// request finished.
