@@ -70,6 +70,7 @@ func (b *blobFault) flipAt() int { return b.hold / 2 }
 type faultProxy struct {
 	*httptest.Server
 	target string
+	active atomic.Int64 // requests being answered
 
 	mu     sync.Mutex
 	faults map[string]*blobFault // by digest
@@ -104,6 +105,8 @@ func (p *faultProxy) clear(digest string) {
 }
 
 func (p *faultProxy) serve(w http.ResponseWriter, r *http.Request) {
+	p.active.Add(1)
+	defer p.active.Add(-1)
 	if r.Method == http.MethodGet {
 		if i := strings.LastIndex(r.URL.Path, "/blobs/"); i >= 0 {
 			p.mu.Lock()
@@ -116,23 +119,32 @@ func (p *faultProxy) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.target+r.URL.RequestURI(), r.Body)
+	if resp := forward(w, r, p.target); resp != nil {
+		io.Copy(w, resp.Body)
+		resp.Body.Close()
+	}
+}
+
+// forward sends r to the upstream at target and writes the answer's
+// status and headers to w; the caller copies the body and closes it. On
+// failure it answers 502 itself and returns nil.
+func forward(w http.ResponseWriter, r *http.Request, target string) *http.Response {
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
+		return nil
 	}
 	req.Header = r.Header.Clone()
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
+		return nil
 	}
-	defer resp.Body.Close()
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
 	w.WriteHeader(resp.StatusCode)
-	io.Copy(w, resp.Body)
+	return resp
 }
 
 // serve answers one GET of the blob with the fault.

@@ -114,6 +114,13 @@ func TestUpstreamFaults(t *testing.T) {
 					}
 				})
 			}
+			// A failed fill ends its upstream request: none is left open.
+			waitUntil(t, "no upstream request is left open", func() string {
+				if n := proxy.active.Load(); n > 0 {
+					return fmt.Sprintf("%d upstream requests open", n)
+				}
+				return ""
+			})
 			checkStoreSound(t, bin, rc, 4)
 		})
 	}
