@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -415,5 +416,26 @@ func writeFile(t *testing.T, path string, b []byte) {
 	}
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A check's memory does not grow with blob size: hashing a 64 MiB blob
+// allocates about what hashing a 1 MiB one does. Not parallel: it reads
+// the process's allocation counter.
+func TestCheckMemoryDoesNotGrowWithBlobSize(t *testing.T) {
+	allocated := func(size int) uint64 {
+		s := newCheckStore(t)
+		s.put(t, "hub/app", "", payload(size))
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		if r := s.check(t, false); r.Blobs != 1 || len(r.Problems) != 0 {
+			t.Fatalf("check of one %d-byte blob: %+v", size, r)
+		}
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc
+	}
+	small, large := allocated(1<<20), allocated(64<<20)
+	if large > small+(1<<20) {
+		t.Errorf("checking a 64 MiB blob allocated %d bytes, a 1 MiB one %d: memory grows with blob size", large, small)
 	}
 }
