@@ -12,6 +12,7 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/credentials"
+	"github.com/regcache/regcache/storage"
 )
 
 // Admin API, JSON over HTTP, guarded by the admin token:
@@ -79,6 +80,7 @@ var adminErrors = []struct {
 	{credentials.ErrReadOnly, "READ_ONLY", http.StatusConflict},
 	{cache.ErrTooManyRules, "LIMIT_REACHED", http.StatusConflict},
 	{credentials.ErrTooManySets, "LIMIT_REACHED", http.StatusConflict},
+	{storage.ErrCheckRunning, "CONFLICT", http.StatusConflict},
 	{errBadRequest, "BAD_REQUEST", http.StatusBadRequest},
 	{errTooLarge, "TOO_LARGE", http.StatusRequestEntityTooLarge},
 }

@@ -56,6 +56,8 @@ type Config struct {
 	Log        *slog.Logger
 	// CredentialSets serves /admin/v1/credential-sets (optional; see credsets.go).
 	CredentialSets CredentialSets
+	// Fsck serves /admin/v1/fsck (optional; see fsck.go).
+	Fsck Fsck
 	// Limits: the handler applies WriteIdleTimeout and ReadIdleTimeout
 	// (zero: the defaults); NewServer and Listen apply the others.
 	Limits Limits
@@ -97,6 +99,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.adminRoutes(mux)
 	s.credentialSetRoutes(mux)
 	s.gcRoutes(mux)
+	s.fsckRoutes(mux)
 	return s.accessLog(mux), nil
 }
 

@@ -89,6 +89,8 @@ type stack struct {
 	store *cache.Store
 	blobs *storage.Blobs
 	meta  *storage.Meta
+	dir   string // the data directory: blobs, meta.db, quarantine
+	fsck  *storage.Checker
 }
 
 func newStack(t *testing.T, sc stackConfig) *stack {
@@ -130,12 +132,13 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg})
 	t.Cleanup(puller.Close)
+	fsck := storage.NewChecker(blobs, meta, filepath.Join(dir, "quarantine"))
 	var backend registry.Backend = puller
 	if sc.backend != nil {
 		backend = sc.backend(puller)
 	}
 	cfg := registry.Config{Backend: backend, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits,
-		ClientAuth: sc.auth, TrustedProxies: sc.trusted}
+		ClientAuth: sc.auth, TrustedProxies: sc.trusted, Fsck: fsck}
 	if sc.local {
 		sessions, err := uploads.New(ctx, blobs, meta, uploads.Options{}, logger)
 		if err != nil {
@@ -149,7 +152,7 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close) // runs before meta.Close
-	return &stack{url: srv.URL, store: store, blobs: blobs, meta: meta}
+	return &stack{url: srv.URL, store: store, blobs: blobs, meta: meta, dir: dir, fsck: fsck}
 }
 
 // pushImage writes img to the upstream as repo:tag.

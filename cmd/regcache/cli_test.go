@@ -46,6 +46,9 @@ func (c credSets) Authenticator(context.Context, string) (authn.Authenticator, e
 type cliServer struct {
 	url   string
 	store *cache.Store
+	dir   string // the data directory
+	blobs *storage.Blobs
+	meta  *storage.Meta
 }
 
 var (
@@ -81,13 +84,14 @@ func newCLIServer(t *testing.T) *cliServer {
 	}
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{})
 	t.Cleanup(puller.Close)
-	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: cliToken, Log: logger})
+	fsck := storage.NewChecker(blobs, meta, filepath.Join(dir, "quarantine"))
+	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: cliToken, Log: logger, Fsck: fsck})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &cliServer{url: srv.URL, store: store}
+	return &cliServer{url: srv.URL, store: store, dir: dir, blobs: blobs, meta: meta}
 }
 
 // runCLI runs the command line with a map-backed environment.

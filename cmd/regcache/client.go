@@ -134,17 +134,36 @@ func newAdminClient(cmd *cobra.Command, getenv func(string) string) (*adminClien
 
 // do sends a JSON request and decodes a JSON answer into out (when not nil).
 func (c *adminClient) do(ctx context.Context, method, path string, in, out any) error {
+	resp, err := c.send(ctx, method, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("read answer from %s: %w", c.server, err)
+	}
+	if out != nil && len(raw) > 0 {
+		return json.Unmarshal(raw, out)
+	}
+	return nil
+}
+
+// send sends a JSON request (no body when in is nil) and returns the
+// answer when it is a success, for the caller to read and close; a
+// failure answer is returned as its error.
+func (c *adminClient) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.server+path, body)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	req.Header.Set("Authorization", "Bearer "+c.token)
 	if in != nil {
@@ -152,20 +171,17 @@ func (c *adminClient) do(ctx context.Context, method, path string, in, out any) 
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach regcache at %s: %w", c.server, err)
+		return nil, fmt.Errorf("cannot reach regcache at %s: %w", c.server, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("read answer from %s: %w", c.server, err)
+		return nil, fmt.Errorf("read answer from %s: %w", c.server, err)
 	}
-	if resp.StatusCode/100 != 2 {
-		return answerError(method, path, resp.Status, raw)
-	}
-	if out != nil && len(raw) > 0 {
-		return json.Unmarshal(raw, out)
-	}
-	return nil
+	return nil, answerError(method, path, resp.Status, raw)
 }
 
 // doText sends a GET and returns a text answer (a Vault policy).

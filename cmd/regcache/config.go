@@ -101,6 +101,14 @@ type Config struct {
 	// blob and its manifest (--gc-grace, REGCACHE_GC_GRACE; 0 is the
 	// default, 1h).
 	GCGrace time.Duration `yaml:"gcGrace"`
+	// FillIdleTimeout aborts a blob fill whose upstream sent nothing for
+	// this long (--fill-idle-timeout, REGCACHE_FILL_IDLE_TIMEOUT; 0 is the
+	// default, 2m). A fill making progress is never cut.
+	FillIdleTimeout time.Duration `yaml:"fillIdleTimeout"`
+	// UpstreamHeaderTimeout bounds the wait for an upstream's response
+	// headers (--upstream-header-timeout, REGCACHE_UPSTREAM_HEADER_TIMEOUT;
+	// 0 is the default, 30s).
+	UpstreamHeaderTimeout time.Duration `yaml:"upstreamHeaderTimeout"`
 	// LogLevel is debug, info, warn or error (--log-level, REGCACHE_LOG_LEVEL).
 	LogLevel string `yaml:"logLevel"`
 	// LogFormat is text or json (--log-format, REGCACHE_LOG_FORMAT).
@@ -157,6 +165,8 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.StringSlice("allow-delete", nil, "what clients may delete from local repositories: manifests, tags, blobs, or none (env REGCACHE_ALLOW_DELETE; default manifests,tags,blobs)")
 	fs.Duration("gc-interval", 0, "period of garbage collection of blobs no manifest references; negative turns it off (env REGCACHE_GC_INTERVAL; default 1h)")
 	fs.Duration("gc-grace", 0, "garbage collection keeps blobs written or linked more recently than this (env REGCACHE_GC_GRACE; default 1h)")
+	fs.Duration("fill-idle-timeout", 0, "fail a blob fill whose upstream sent nothing for this long (env REGCACHE_FILL_IDLE_TIMEOUT; default 2m)")
+	fs.Duration("upstream-header-timeout", 0, "fail an upstream request whose response headers take longer (env REGCACHE_UPSTREAM_HEADER_TIMEOUT; default 30s)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
 	fs.Int("max-upstream-fetches", 0, fmt.Sprintf("cap on blobs fetched from upstreams at once; more fills wait for a slot (env REGCACHE_MAX_UPSTREAM_FETCHES; default %d; -1: none)", cache.DefaultMaxFills))
@@ -204,6 +214,8 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 		{&cfg.UploadIdleTimeout, "upload-idle-timeout", "REGCACHE_UPLOAD_IDLE_TIMEOUT"},
 		{&cfg.GCInterval, "gc-interval", "REGCACHE_GC_INTERVAL"},
 		{&cfg.GCGrace, "gc-grace", "REGCACHE_GC_GRACE"},
+		{&cfg.FillIdleTimeout, "fill-idle-timeout", "REGCACHE_FILL_IDLE_TIMEOUT"},
+		{&cfg.UpstreamHeaderTimeout, "upstream-header-timeout", "REGCACHE_UPSTREAM_HEADER_TIMEOUT"},
 	} {
 		if v := getenv(d.env); v != "" {
 			dur, err := time.ParseDuration(v)
@@ -329,6 +341,12 @@ func (c Config) validate() error {
 	}
 	if err := c.validateCredentials(); err != nil {
 		return err
+	}
+	if c.FillIdleTimeout < 0 {
+		return fmt.Errorf("fillIdleTimeout %v: must be positive, e.g. 2m (0 means the default, 2m)", c.FillIdleTimeout)
+	}
+	if c.UpstreamHeaderTimeout < 0 {
+		return fmt.Errorf("upstreamHeaderTimeout %v: must be positive, e.g. 30s (0 means the default, 30s)", c.UpstreamHeaderTimeout)
 	}
 	if err := c.Limits.Validate(); err != nil {
 		return err

@@ -65,7 +65,8 @@ Clients pull from regcache; a miss is fetched from the upstream, verified,
 stored content-addressed and served; later pulls are served locally.
 
 "regcache serve" runs the registry (on :5000, with ./regcache-data by
-default); the other commands talk to a running one through its admin API.
+default); "regcache fsck" verifies a data directory; the other commands
+talk to a running one through its admin API.
 
 Exit status:
   0  success
@@ -87,7 +88,7 @@ Exit status:
 	// finds then.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), versionCmd())
+	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), fsckCmd(getenv), versionCmd())
 	addCompletionCmd(root)
 	root.InitDefaultHelpCmd()
 	if help, _, err := root.Find([]string{"help"}); err == nil && help.Name() == "help" {
@@ -253,6 +254,8 @@ over the file). Config file:
   uploadIdleTimeout: 1h   # an upload session receiving nothing this long is removed
   gcInterval: 1h          # garbage collection period (0: off)
   gcGrace: 1h             # blobs written or linked within this are kept
+  fillIdleTimeout: 2m     # a blob fill whose upstream sends nothing for this long fails
+  upstreamHeaderTimeout: 30s   # an upstream request answered no headers within this fails
   upstreams:
     docker.io: https://mirror.example.com
   allowedUpstreams:       # besides the well-known registries and upstreams

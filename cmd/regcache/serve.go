@@ -94,7 +94,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	// Health checks and Vault token renewal run until the server stopped.
 	defer background(ctx, creds.Run)()
-	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry, MaxFills: cfg.Limits.MaxUpstreamFetches})
+	upstream := cache.DefaultTransport()
+	if cfg.UpstreamHeaderTimeout > 0 {
+		upstream.ResponseHeaderTimeout = cfg.UpstreamHeaderTimeout
+	}
+	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry,
+		IdleTimeout: cfg.FillIdleTimeout, Transport: upstream, MaxFills: cfg.Limits.MaxUpstreamFetches})
 	defer puller.Close() // before meta closes: fills link what they commit
 	// Access times are flushed periodically and once more after the last
 	// request finished.
@@ -109,8 +114,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	trusted, _ := parseTrustedProxies(cfg.TrustedProxies) // validated with the config
+	// POST /admin/v1/fsck checks the live store; it quarantines next to it.
 	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
-		Local: repos.Repos, GC: repos.Repos, Limits: limits, ClientAuth: clientAuth, AuthRealm: cfg.Auth.Realm, TrustedProxies: trusted})
+		Local: repos.Repos, GC: repos.Repos, Limits: limits, ClientAuth: clientAuth, AuthRealm: cfg.Auth.Realm, TrustedProxies: trusted,
+		Fsck: storage.NewChecker(blobs, meta, filepath.Join(cfg.DataDir, "quarantine"))})
 	if err != nil {
 		return err
 	}

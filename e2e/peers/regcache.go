@@ -228,6 +228,14 @@ func (r *Regcache) start(port int) error {
 	return fmt.Errorf("no free port after %d attempts: %w", bindAttempts, err)
 }
 
+// PID returns the process ID of the running server, 0 when it is stopped.
+func (r *Regcache) PID() int {
+	if r.proc == nil {
+		return 0
+	}
+	return r.proc.cmd.Process.Pid
+}
+
 // URL returns the server's base URL, "http://" + Addr.
 func (r *Regcache) URL() string { return r.scheme() + "://" + r.Addr }
 
