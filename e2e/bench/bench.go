@@ -236,9 +236,8 @@ func (b *bench) scenarios(ctx context.Context) error {
 				continue
 			}
 			if !slices.Contains(cacheServers, srv) {
-				inst := &instance{c: b.reference(srv), reference: true}
 				for _, sc := range scs {
-					b.measure(ctx, sc, srv, inst.c)
+					b.measure(ctx, sc, srv, b.reference(srv))
 				}
 				continue
 			}

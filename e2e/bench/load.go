@@ -189,11 +189,12 @@ func (b *bench) getTag(conn *loadConn, tag string) (answer, error) {
 	return a, checkManifest(a, http.MethodGet, b.tags, b.opts.Verify)
 }
 
-// manyTagsWork revalidates every (stale) tag once, with --clients
-// clients, while a quarter as many clients walk the tag list page by page,
-// each finishing the walk it is in when the revalidation ends.
+// manyTagsWork revalidates the (stale) tags, each once, with --clients
+// clients, until all are done or --duration passed, while an eighth as
+// many clients walk the tag list page by page, each finishing the walk it
+// is in when the revalidation ends.
 func manyTagsWork(ctx context.Context, b *bench, c *child) outcome {
-	clients, walkers := b.opts.Clients, max(1, b.opts.Clients/4)
+	clients, walkers := b.opts.Clients, max(1, b.opts.Clients/8)
 	perClient := make([][]*tally, clients+walkers)
 	for i := range perClient {
 		perClient[i] = []*tally{{name: kindRevalidate}, {name: kindTagPage}}
@@ -219,8 +220,9 @@ func manyTagsWork(ctx context.Context, b *bench, c *child) outcome {
 		}()
 	}
 	start := time.Now()
+	deadline := start.Add(b.opts.Duration)
 	forEachTag(b.opts.Tags, clients, func(conn *loadConn, i int) {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || time.Now().After(deadline) {
 			return
 		}
 		t := perClient[i%clients][0] // tag i is always client i%clients's

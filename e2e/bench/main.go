@@ -106,10 +106,10 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.SetOutput(stderr)
 	fs.Usage = func() { usage(fs) }
 	o.LayerSize, o.BigBlobSize = 64<<20, 1<<30
-	o.SmallMin, o.SmallMax, o.FanoutLayerSize = 16<<10, 256<<10, 4<<20
+	o.SmallMin, o.SmallMax, o.FanoutLayerSize = 16<<10, 256<<10, 2<<20
 	fs.IntVar(&o.Layers, "layers", 4, "layers in the main image (cold-1, warm-16, cold-16, manifests)")
 	fs.Var((*sizeFlag)(&o.LayerSize), "layer-size", "size of each layer of the main image (bytes, or with KiB, MiB, GiB)")
-	fs.IntVar(&o.Clients, "clients", 16, "concurrent clients of cold-16, warm-16, cold-16-1GiB, small-blobs-* and the revalidating clients of many-tags")
+	fs.IntVar(&o.Clients, "clients", 16, "concurrent clients of cold-16, warm-16, cold-16-1GiB, small-blobs-* and the revalidating clients of many-tags (an eighth as many walk its tag list)")
 	fs.Var((*sizeFlag)(&o.BigBlobSize), "big-blob-size", "size of the big blob of ttfb-cold-1GiB and cold-16-1GiB")
 	fs.BoolVar(&o.BigCold, "big-cold", true, "run cold-16-1GiB (--clients clients on a cold big-blob image: peak RSS)")
 	fs.IntVar(&o.SmallLayers, "small-layers", 200, "layers of the small-blobs image")
@@ -119,7 +119,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.IntVar(&o.FanoutLayers, "fanout-layers", 4, "layers of the fanout image")
 	fs.Var((*sizeFlag)(&o.FanoutLayerSize), "fanout-layer-size", "size of each layer of the fanout image")
 	fs.IntVar(&o.ManifestClients, "manifest-clients", 64, "keep-alive clients of manifests")
-	fs.DurationVar(&o.Duration, "duration", 30*time.Second, "how long manifests loads each server")
+	fs.DurationVar(&o.Duration, "duration", 30*time.Second, "how long manifests loads each server, and the most many-tags revalidates for")
 	fs.IntVar(&o.Tags, "tags", 10000, "tags of the many-tags repository")
 	fs.DurationVar(&o.TagTTL, "tag-ttl", time.Second, "tag TTL of the many-tags repository in regcache's rule and nginx's configuration (whole seconds)")
 	fs.IntVar(&o.PageSize, "page-size", 100, "n of the tags/list pages many-tags walks")

@@ -123,7 +123,7 @@ var scenarioList = []*scenario{
 		doc:   "the same pull again, from the cache small-blobs-cold filled: requests/s and p99 against static",
 		image: func(b *bench) *Image { return b.small }, work: pullWork(func(b *bench) (*Image, int) { return b.small, b.opts.Clients })},
 	{name: scManyTags, group: groupTags, kind: kindRequests, servers: []string{srvDirect, srvRegcache, srvDistribution, srvNginx},
-		doc:     "--tags tags in one cached repository, all stale (tag TTL --tag-ttl): --clients clients revalidate every tag once while --clients/4 walk tags/list in pages of --page-size: p99 of each",
+		doc:     "--tags tags in one cached repository, all stale (tag TTL --tag-ttl): --clients clients revalidate them, each once, for at most --duration, while --clients/8 walk tags/list in pages of --page-size: p99 of each",
 		image:   func(b *bench) *Image { return b.tags },
 		prepare: prepareManyTags, work: manyTagsWork},
 }
@@ -137,11 +137,10 @@ func scenarioNames() []string {
 	return out
 }
 
-// instance is one running server as the scenarios of a group use it.
+// instance is one running cache server as the scenarios of a group use it.
 type instance struct {
-	c         *child
-	reference bool            // direct, floor or static: nothing to warm
-	warmed    map[*Image]bool // images the cache holds
+	c      *child
+	warmed map[*Image]bool // images the cache holds
 }
 
 // outcome is what the clients of one scenario measured.
