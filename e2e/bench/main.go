@@ -220,8 +220,9 @@ Cold scenarios run on a fresh instance of each cache (new process, empty
 data directory); warm ones on the instance the group's cold scenario
 filled. Every server's CPU, peak RSS and threads come from /proc (summed
 over nginx's processes); the Go servers' peak goroutines and allocations
-per request from a probe in the process (e2e/bench/probe). Default sizes take about 6-9 minutes on two cores; --smoke takes
-seconds.
+per request from a probe in the process (e2e/bench/probe). Default
+sizes take under 10 minutes on two cores (8 on a busy one); --smoke
+takes seconds once the servers are built.
 
 Examples:
   go run ./e2e/bench                                  # default sizes; table + JSON
