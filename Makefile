@@ -18,7 +18,7 @@ CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 # The image's non-root user and group (distroless's "nonroot" id).
 IMAGE_UID := 65532
 
-.PHONY: all build run test lint fmt-check vet peers image bench bench-smoke mutate clean
+.PHONY: all build run test lint fmt-check vet peers image bench bench-smoke bench-micro mutate clean
 
 all: build
 
@@ -62,21 +62,28 @@ vet:
 peers:
 	.ci/install-peers
 
-# The benchmark (e2e/bench): regcache against distribution's proxy, a direct
-# pull and a static file server, on loopback. `make bench` runs the default
-# sizes (4 x 64 MiB layers, 16 clients, a 1 GiB blob; a few minutes) and
-# updates BENCHMARKS.md; BENCH_ARGS adds flags (go run ./e2e/bench -h).
-# `make bench-smoke` is the tiny run CI does (also as e2e's TestBenchSmoke).
+# The benchmark (e2e/bench): regcache against distribution's proxy and nginx
+# proxy_cache, a direct pull, the bare cold pipeline (floor) and a static
+# file server, on loopback. `make bench` runs the default sizes (under ten
+# minutes on two cores; nginx comes from `make peers`) and updates
+# BENCHMARKS.md; BENCH_ARGS adds flags (go run ./e2e/bench -h).
+# `make bench-smoke` is the tiny run CI does (also as e2e's TestBenchSmoke):
+# every scenario against every server. `make bench-micro` runs only the
+# go test -bench micro-benchmarks (path parser, rule matcher, manifest hit
+# path) with allocations.
 BENCH_ARGS ?=
 BENCH_JSON ?= bin/bench-result.json
 
-bench:
+bench: peers
 	@mkdir -p $(dir $(BENCH_JSON))
 	$(GO) run ./e2e/bench --write-md --json $(BENCH_JSON) $(BENCH_ARGS)
 
-bench-smoke:
+bench-smoke: peers
 	@mkdir -p $(dir $(BENCH_JSON))
-	$(GO) run ./e2e/bench --layers 2 --layer-size 1MiB --clients 4 --big-blob-size 8MiB --timeout 5m --json $(BENCH_JSON) $(BENCH_ARGS)
+	$(GO) run ./e2e/bench --smoke --json $(BENCH_JSON) $(BENCH_ARGS)
+
+bench-micro:
+	$(GO) test -run '^$$' -bench '^Benchmark(ParsePath|ManifestHit|RuleMatch)$$' -benchmem ./registry ./cache
 
 # The mutation check (scripts/mutate): each entry of scripts/mutations.txt
 # breaks one promise of the code with a small change, applied alone as a

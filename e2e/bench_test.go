@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -13,48 +14,73 @@ import (
 // benchRuns lists every scenario and the servers it runs against: the smoke
 // run must report each of them.
 var benchRuns = map[string][]string{
-	"cold-1":         {"direct", "regcache", "distribution"},
-	"cold-16":        {"regcache", "distribution"},
-	"warm-16":        {"static", "regcache", "distribution"},
-	"ttfb-cold-1GiB": {"direct", "regcache", "distribution"},
-	"cold-16-1GiB":   {"regcache", "distribution"},
+	"cold-1":           {"direct", "floor", "regcache", "distribution", "nginx"},
+	"warm-16":          {"static", "regcache", "distribution", "nginx"},
+	"manifests":        {"static", "regcache", "distribution", "nginx"},
+	"fanout":           {"static", "regcache", "distribution", "nginx"},
+	"cold-16":          {"regcache", "distribution", "nginx"},
+	"ttfb-cold-1GiB":   {"direct", "floor", "regcache", "distribution", "nginx"},
+	"cold-16-1GiB":     {"regcache", "distribution", "nginx"},
+	"small-blobs-cold": {"direct", "regcache", "distribution", "nginx"},
+	"small-blobs-warm": {"static", "regcache", "distribution", "nginx"},
+	"many-tags":        {"direct", "regcache", "distribution", "nginx"},
 }
 
-// benchColumns are the JSON fields every result must carry.
+// benchLoads are the request-rate scenarios and their kinds of request.
+var benchLoads = map[string][]string{
+	"manifests": {"HEAD by tag", "GET by tag", "HEAD by digest", "GET by digest"},
+	"many-tags": {"GET by stale tag", "tags/list page"},
+}
+
+// benchColumns are the JSON fields every result must carry as numbers.
 var benchColumns = []string{
-	"scenario", "server", "clients", "image_bytes", "bytes_served", "wall_seconds",
-	"throughput_mb_per_s", "upstream_bytes", "upstream_requests", "upstream_blob_gets",
-	"upstream_bytes_per_image_byte", "manifest_ttfb_ms", "first_layer_ttfb_ms",
-	"server_cpu_seconds", "server_cpu_seconds_per_gb", "server_peak_rss_mib",
-	"client_cpu_seconds", "errors",
+	"clients", "image_bytes", "bytes_served", "requests", "wall_seconds",
+	"throughput_mb_per_s", "requests_per_s", "latency_p50_ms", "latency_p99_ms", "ttfb_p99_ms",
+	"upstream_bytes", "upstream_requests", "upstream_blob_gets", "upstream_bytes_per_image_byte",
+	"manifest_ttfb_ms", "first_layer_ttfb_ms", "server_cpu_seconds", "server_cpu_seconds_per_gb",
+	"server_cpu_us_per_request", "server_peak_rss_mib", "server_peak_threads", "server_processes",
+	"pre_touch_mib", "pre_touch_seconds_per_gb", "client_cpu_seconds", "errors",
 }
 
-// TestBenchSmoke runs the benchmark program (go run ./e2e/bench) with tiny
-// sizes and checks that it completes and reports every column for every
-// scenario and server. It asserts no timing: only that the figures exist and
-// that byte counts add up.
+// benchProbeColumns are numbers for Go servers and null for nginx.
+var benchProbeColumns = []string{"server_peak_goroutines", "server_allocs_per_request", "server_alloc_bytes_per_request"}
+
+// TestBenchSmoke runs the benchmark program (go run ./e2e/bench --smoke:
+// tiny sizes) and checks that it completes and reports every column for
+// every scenario and server, that nginx's cache fetched each blob once and
+// served warm scenarios from its cache, and that the micro-benchmarks ran.
+// It asserts no timing: only that the figures exist and that counts add
+// up.
 func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
-		t.Skip("builds and runs four servers; skipped with -short")
+		t.Skip("builds and runs seven servers; skipped with -short")
 	}
 	t.Parallel()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
 		t.Skipf("go command not found: %v", err)
 	}
+	if _, err := exec.LookPath("nginx"); err != nil {
+		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("nginx not found (run .ci/install-peers): %v", err)
+			}
+			t.Skipf("nginx not found (run .ci/install-peers): %v", err)
+		}
+	}
 	dir := t.TempDir()
 	jsonPath := filepath.Join(dir, "bench.json")
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin, "run", "github.com/regcache/regcache/e2e/bench",
-		"--layers", "2", "--layer-size", "1MiB", "--clients", "4", "--big-blob-size", "8MiB",
-		"--timeout", "5m", "--json", jsonPath, "--work-dir", filepath.Join(dir, "work"))
+		"--smoke", "--json", jsonPath, "--work-dir", filepath.Join(dir, "work"))
 	cmd.WaitDelay = 10 * time.Second
+	start := time.Now()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("go run ./e2e/bench: %v\n%s", err, out)
+		t.Fatalf("go run ./e2e/bench --smoke: %v\n%s", err, out)
 	}
-	t.Logf("benchmark output:\n%s", out)
+	t.Logf("benchmark output (%v):\n%s", time.Since(start).Round(time.Second), out)
 
 	raw, err := os.ReadFile(jsonPath)
 	if err != nil {
@@ -65,6 +91,7 @@ func TestBenchSmoke(t *testing.T) {
 		Config  map[string]any   `json:"config"`
 		Results []map[string]any `json:"results"`
 		Ratios  []map[string]any `json:"ratios"`
+		Micro   []map[string]any `json:"micro"`
 	}
 	if err := json.Unmarshal(raw, &report); err != nil {
 		t.Fatalf("parse JSON result: %v\n%s", err, raw)
@@ -73,6 +100,9 @@ func TestBenchSmoke(t *testing.T) {
 		if _, ok := report.Machine[k]; !ok {
 			t.Errorf("machine description lacks %q", k)
 		}
+	}
+	if v, _ := report.Config["nginx_version"].(string); !strings.HasPrefix(v, "nginx/") {
+		t.Errorf("config.nginx_version = %q, want nginx/<version>", v)
 	}
 
 	seen := map[[2]string]map[string]any{}
@@ -84,8 +114,10 @@ func TestBenchSmoke(t *testing.T) {
 		}
 		seen[[2]string{sc, srv}] = r
 	}
+	pairs := 0
 	for scenario, servers := range benchRuns {
 		for _, server := range servers {
+			pairs++
 			r, ok := seen[[2]string{scenario, server}]
 			if !ok {
 				t.Errorf("%s / %s: not reported", scenario, server)
@@ -94,23 +126,24 @@ func TestBenchSmoke(t *testing.T) {
 			checkBenchResult(t, scenario, server, r)
 		}
 	}
-	if len(report.Results) != len(seen) || len(seen) != 13 {
-		t.Errorf("%d results, want the 13 scenario/server pairs", len(report.Results))
+	if len(report.Results) != pairs {
+		t.Errorf("%d results, want the %d scenario/server pairs", len(report.Results), pairs)
 	}
-	if len(report.Ratios) != 7 {
-		t.Errorf("%d target ratios, want 7", len(report.Ratios))
+	if len(report.Ratios) < 20 {
+		t.Errorf("%d ratios, want every target of BENCHMARKS.md (20 or more)", len(report.Ratios))
 	}
 	for _, ra := range report.Ratios {
-		for _, k := range []string{"name", "target", "regcache", "distribution", "met"} {
+		for _, k := range []string{"name", "target", "regcache", "distribution", "nginx", "met"} {
 			if _, ok := ra[k]; !ok {
 				t.Errorf("ratio %v lacks %q", ra["name"], k)
 			}
 		}
 	}
+	checkMicro(t, report.Micro)
 }
 
 // checkBenchResult checks that one result has every column, no client
-// error, and byte counts consistent with its scenario.
+// error, and figures consistent with its scenario and server.
 func checkBenchResult(t *testing.T, scenario, server string, r map[string]any) {
 	t.Helper()
 	num := func(k string) float64 {
@@ -120,18 +153,43 @@ func checkBenchResult(t *testing.T, scenario, server string, r map[string]any) {
 		}
 		return v
 	}
-	for _, k := range benchColumns[2:] {
+	for _, k := range benchColumns {
 		num(k)
 	}
 	if n := num("errors"); n != 0 {
-		t.Errorf("%s / %s: %v client errors, first: %v", scenario, server, n, r["error"])
+		t.Errorf("%s / %s: %v errors, first: %v", scenario, server, n, r["error"])
+		return
+	}
+	for _, k := range benchProbeColumns {
+		_, isNum := r[k].(float64)
+		if v, present := r[k]; !present || (server == "nginx") != (v == nil) || (v != nil && !isNum) {
+			t.Errorf("%s / %s: %s = %v; want a number for a Go server, null for nginx", scenario, server, k, v)
+		}
+	}
+	if procs := num("server_processes"); (server == "nginx") != (procs > 1) {
+		t.Errorf("%s / %s: %v processes summed; want master and workers for nginx, one process otherwise", scenario, server, procs)
+	}
+	for _, k := range []string{"wall_seconds", "requests", "requests_per_s", "latency_p99_ms", "ttfb_p99_ms", "server_peak_rss_mib", "server_peak_threads"} {
+		if num(k) <= 0 {
+			t.Errorf("%s / %s: %s = %v, want > 0", scenario, server, k, r[k])
+		}
+	}
+	cold := strings.HasPrefix(scenario, "cold") || strings.HasSuffix(scenario, "-cold") || strings.HasPrefix(scenario, "ttfb-cold")
+	if mem, _ := r["memory_state"].(string); (mem == "pre-touched") != cold || (!cold && mem != "-") {
+		t.Errorf("%s / %s: memory_state %q; want pre-touched for a cold scenario, - for a warm one", scenario, server, mem)
+	}
+	if cold && num("pre_touch_mib") <= 0 {
+		t.Errorf("%s / %s: pre_touch_mib = %v, want > 0", scenario, server, r["pre_touch_mib"])
+	}
+	if kinds, ok := benchLoads[scenario]; ok {
+		checkLoadKinds(t, scenario, server, r, kinds)
 		return
 	}
 	clients, image := num("clients"), num("image_bytes")
 	if got, want := num("bytes_served"), clients*image; got != want || want == 0 {
 		t.Errorf("%s / %s: served %v bytes, want %v clients x %v", scenario, server, got, clients, image)
 	}
-	for _, k := range []string{"wall_seconds", "throughput_mb_per_s", "manifest_ttfb_ms", "first_layer_ttfb_ms", "server_peak_rss_mib"} {
+	for _, k := range []string{"throughput_mb_per_s", "manifest_ttfb_ms", "first_layer_ttfb_ms"} {
 		if num(k) <= 0 {
 			t.Errorf("%s / %s: %s = %v, want > 0", scenario, server, k, r[k])
 		}
@@ -142,8 +200,8 @@ func checkBenchResult(t *testing.T, scenario, server string, r map[string]any) {
 		if up != 0 {
 			t.Errorf("%s / static: %v upstream bytes, want 0", scenario, up)
 		}
-	case scenario == "warm-16":
-		// A warm cache may revalidate tags, but must not refetch the layers.
+	case !cold:
+		// A warm cache may revalidate tags, but must not refetch layers.
 		if up >= image {
 			t.Errorf("%s / %s: %v upstream bytes for a warm cache, image is %v", scenario, server, up, image)
 		}
@@ -151,6 +209,61 @@ func checkBenchResult(t *testing.T, scenario, server string, r map[string]any) {
 		// Cold: the whole image came from the upstream at least once.
 		if up < image {
 			t.Errorf("%s / %s: %v upstream bytes, less than the image's %v", scenario, server, up, image)
+		}
+	}
+	// Caches that coalesce fetch the image once, however many clients.
+	if strings.HasPrefix(scenario, "cold-16") && (server == "regcache" || server == "nginx") && num("upstream_bytes_per_image_byte") > 1.01 {
+		t.Errorf("%s / %s: upstream/image %v, want one fetch (<= 1.01)", scenario, server, r["upstream_bytes_per_image_byte"])
+	}
+}
+
+// checkLoadKinds checks the per-kind figures of a request load.
+func checkLoadKinds(t *testing.T, scenario, server string, r map[string]any, want []string) {
+	t.Helper()
+	kinds, _ := r["kinds"].([]any)
+	got := map[string]map[string]any{}
+	for _, k := range kinds {
+		if m, ok := k.(map[string]any); ok {
+			name, _ := m["kind"].(string)
+			got[name] = m
+		}
+	}
+	var sum float64
+	for _, name := range want {
+		k, ok := got[name]
+		if !ok {
+			t.Errorf("%s / %s: no figures for %q requests", scenario, server, name)
+			continue
+		}
+		n, _ := k["requests"].(float64)
+		p99, _ := k["latency_p99_ms"].(float64)
+		if n <= 0 || p99 <= 0 {
+			t.Errorf("%s / %s / %s: %v requests, p99 %v ms; want both > 0", scenario, server, name, k["requests"], k["latency_p99_ms"])
+		}
+		sum += n
+	}
+	if total, _ := r["requests"].(float64); total != sum {
+		t.Errorf("%s / %s: %v requests in all, %v by kind", scenario, server, total, sum)
+	}
+}
+
+// checkMicro checks that every micro-benchmark reported its allocations.
+func checkMicro(t *testing.T, micro []map[string]any) {
+	t.Helper()
+	names := map[string]bool{}
+	for _, m := range micro {
+		if e, _ := m["error"].(string); e != "" {
+			t.Errorf("micro-benchmarks: %s", e)
+		}
+		name, _ := m["name"].(string)
+		names[strings.Split(name, "/")[0]] = true
+		if _, ok := m["allocs_per_op"].(float64); !ok {
+			t.Errorf("micro-benchmark %s: allocs_per_op missing", name)
+		}
+	}
+	for _, want := range []string{"BenchmarkParsePath", "BenchmarkRuleMatch", "BenchmarkManifestHit"} {
+		if !names[want] {
+			t.Errorf("micro-benchmark %s not reported (got %v)", want, names)
 		}
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"sync"
 	"time"
 )
 
@@ -16,7 +17,9 @@ import (
 type pullResult struct {
 	bytes        int64
 	manifestTTFB time.Duration
-	layerTTFB    time.Duration // of the first layer
+	layerTTFB    time.Duration   // of the first layer
+	latencies    []time.Duration // of every request, to the end of its body
+	ttfbs        []time.Duration // of every request
 	err          error
 }
 
@@ -37,18 +40,23 @@ func newClient() *http.Client {
 // each body read to the end (and, with verify, checked against its size and
 // digest).
 func pull(ctx context.Context, c *http.Client, base string, img *Image, verify bool) pullResult {
-	var r pullResult
+	r := pullResult{
+		latencies: make([]time.Duration, 0, len(img.Layers)+2),
+		ttfbs:     make([]time.Duration, 0, len(img.Layers)+2),
+	}
 	prefix := base + "/v2/" + img.Repo
+	start := time.Now()
 	n, ttfb, err := fetch(ctx, c, prefix+"/manifests/"+img.Tag, manifestAccept, Blob{img.Digest, int64(len(img.Manifest))}, verify)
-	r.bytes += n
+	r.record(start, n, ttfb)
 	r.manifestTTFB = ttfb
 	if err != nil {
 		r.err = fmt.Errorf("manifest: %w", err)
 		return r
 	}
 	for i, b := range append([]Blob{img.Config}, img.Layers...) {
+		start := time.Now()
 		n, ttfb, err := fetch(ctx, c, prefix+"/blobs/"+b.Digest, "", b, verify)
-		r.bytes += n
+		r.record(start, n, ttfb)
 		if i == 1 {
 			r.layerTTFB = ttfb
 		}
@@ -59,6 +67,19 @@ func pull(ctx context.Context, c *http.Client, base string, img *Image, verify b
 	}
 	return r
 }
+
+// record adds one request that started at start.
+func (r *pullResult) record(start time.Time, n int64, ttfb time.Duration) {
+	r.bytes += n
+	r.latencies = append(r.latencies, time.Since(start))
+	if ttfb > 0 {
+		r.ttfbs = append(r.ttfbs, ttfb)
+	}
+}
+
+// copyBuffers are the 256 KiB read buffers of fetch, shared by the
+// clients (hundreds of them in the fanout scenario).
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 // fetch GETs url and reads the whole body. ttfb is the time from sending the
 // request to the first byte of the response.
@@ -91,8 +112,9 @@ func fetch(ctx context.Context, c *http.Client, url, accept string, want Blob, v
 		h = sha256.New()
 		sink = h
 	}
-	buf := make([]byte, 256<<10)
-	n, err = io.CopyBuffer(sink, resp.Body, buf)
+	buf := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(buf)
+	n, err = io.CopyBuffer(sink, resp.Body, *buf)
 	if err != nil {
 		return n, ttfb, fmt.Errorf("GET %s: after %d bytes: %w", url, n, err)
 	}

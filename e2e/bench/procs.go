@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -15,25 +16,70 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/regcache/regcache/e2e/bench/probe"
 )
 
 // The child programs, by import path; buildChildren compiles them into one
 // directory, each binary named after the last path element.
 var childPackages = []string{
-	"github.com/regcache/regcache/cmd/regcache",
+	regcachePackage,
 	"github.com/regcache/regcache/e2e/bench/upstream",
 	"github.com/regcache/regcache/e2e/bench/static",
+	"github.com/regcache/regcache/e2e/bench/floor",
 	"github.com/regcache/regcache/e2e/bench/distproxy",
 }
 
+const regcachePackage = "github.com/regcache/regcache/cmd/regcache"
+
+// probeOverlay is added to regcache's main package for the benchmark's
+// build only (go build -overlay): it starts the probe (e2e/bench/probe)
+// when the benchmark sets its address, so that regcache's peak goroutines
+// and allocations per request can be read without any benchmark code in
+// regcache's source. An init function is the one way to hook a main
+// package from outside it.
+const probeOverlay = `package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/regcache/regcache/e2e/bench/probe"
+)
+
+// Added by the benchmark's build (go build -overlay); not part of regcache.
+func init() {
+	if err := probe.Start(os.Getenv(probe.EnvAddr)); err != nil {
+		fmt.Fprintln(os.Stderr, "benchmark probe:", err)
+		os.Exit(1)
+	}
+}
+`
+
 // buildChildren runs one `go build` (no -race: the servers are measured) for
-// every child program and returns the directory holding the binaries.
-func buildChildren(ctx context.Context, dir string) error {
+// every child program into dir, with the probe added to regcache through an
+// overlay written under work.
+func buildChildren(ctx context.Context, root, dir, work string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	args := append([]string{"build", "-o", dir + string(filepath.Separator)}, childPackages...)
+	probeFile := filepath.Join(work, "regcache_benchprobe.go")
+	if err := os.WriteFile(probeFile, []byte(probeOverlay), 0o644); err != nil {
+		return err
+	}
+	overlay, err := json.Marshal(map[string]map[string]string{"Replace": {
+		filepath.Join(root, "cmd", "regcache", "zz_benchprobe.go"): probeFile,
+	}})
+	if err != nil {
+		return err
+	}
+	overlayFile := filepath.Join(work, "overlay.json")
+	if err := os.WriteFile(overlayFile, overlay, 0o644); err != nil {
+		return err
+	}
+	args := append([]string{"build", "-overlay", overlayFile, "-o", dir + string(filepath.Separator)}, childPackages...)
 	cmd := exec.CommandContext(ctx, goCommand(), args...)
+	cmd.Dir = root
 	cmd.Env = os.Environ()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -72,12 +118,14 @@ func moduleRoot(ctx context.Context) (string, error) {
 
 // child is a started server process whose output goes to a log file.
 type child struct {
-	name string
-	addr string
-	log  string // path of the output file
-	cmd  *exec.Cmd
-	done chan struct{} // closed once Wait returned
-	err  error         // Wait's result, valid once done is closed
+	name  string
+	addr  string
+	probe string // the probe's address; "" when the server has none
+	group bool   // leads its own process group (a multi-process server)
+	log   string // path of the output file
+	cmd   *exec.Cmd
+	done  chan struct{} // closed once Wait returned
+	err   error         // Wait's result, valid once done is closed
 }
 
 // URL returns "http://" + addr.
@@ -85,6 +133,15 @@ func (c *child) URL() string { return "http://" + c.addr }
 
 // Pid returns the process id.
 func (c *child) Pid() int { return c.cmd.Process.Pid }
+
+// pids returns the processes that make up the server: the child itself
+// and, for a multi-process server (nginx's master), its children.
+func (c *child) pids() []int {
+	if !c.group {
+		return []int{c.Pid()}
+	}
+	return append([]int{c.Pid()}, childrenOf(c.Pid())...)
+}
 
 func (c *child) exited() bool {
 	select {
@@ -95,7 +152,17 @@ func (c *child) exited() bool {
 	}
 }
 
-// stop sends SIGTERM, waits up to 10 s, then SIGKILL.
+// kill sends SIGKILL to the child, or to its whole process group.
+func (c *child) kill() {
+	if c.group {
+		_ = syscall.Kill(-c.Pid(), syscall.SIGKILL)
+		return
+	}
+	_ = c.cmd.Process.Kill()
+}
+
+// stop sends SIGTERM (nginx's master then stops its workers), waits up to
+// 10 s, then SIGKILL.
 func (c *child) stop() {
 	if !c.exited() {
 		_ = c.cmd.Process.Signal(syscall.SIGTERM)
@@ -103,8 +170,11 @@ func (c *child) stop() {
 	select {
 	case <-c.done:
 	case <-time.After(10 * time.Second):
-		_ = c.cmd.Process.Kill()
+		c.kill()
 		<-c.done
+	}
+	if c.group {
+		_ = syscall.Kill(-c.Pid(), syscall.SIGKILL) // workers left behind, if any
 	}
 }
 
@@ -137,7 +207,7 @@ func (s *procSet) killAll() {
 	defer s.mu.Unlock()
 	for _, c := range s.list {
 		if !c.exited() {
-			_ = c.cmd.Process.Kill()
+			c.kill()
 			<-c.done
 		}
 	}
@@ -148,14 +218,22 @@ func (s *procSet) killAll() {
 type childSpec struct {
 	name string
 	bin  string
-	args func(addr string) []string
-	env  []string // added to the environment
-	drop []string // prefixes of variables not inherited
-	log  string   // output file (appended to)
+	// args returns the command line for a server listening on addr; it may
+	// write files the server reads (nginx's configuration).
+	args  func(addr string) ([]string, error)
+	env   []string // added to the environment
+	drop  []string // prefixes of variables not inherited
+	log   string   // output file (appended to)
+	probe bool     // the server starts e2e/bench/probe at probe.EnvAddr
+	// group starts the server as the leader of its own process group,
+	// killed as a whole, and asks the kernel for SIGTERM rather than
+	// SIGKILL if the benchmark dies, so that the server can stop the
+	// processes it started itself (nginx's workers).
+	group bool
 }
 
 // startChild starts spec on a free loopback port and waits until GET /v2/
-// answers 200, retrying on another port if the first was taken meanwhile.
+// answers 200, retrying on other ports if one was taken meanwhile.
 func startChild(ctx context.Context, procs *procSet, spec childSpec) (*child, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -163,21 +241,36 @@ func startChild(ctx context.Context, procs *procSet, spec childSpec) (*child, er
 		if err != nil {
 			return nil, err
 		}
+		args, err := spec.args(addr)
+		if err != nil {
+			return nil, fmt.Errorf("start %s: %w", spec.name, err)
+		}
+		env := append(filterEnv(os.Environ(), append([]string{probe.EnvAddr + "="}, spec.drop...)), spec.env...)
+		probeAddr := ""
+		if spec.probe {
+			if probeAddr, err = freeAddr(); err != nil {
+				return nil, err
+			}
+			env = append(env, probe.EnvAddr+"="+probeAddr)
+		}
 		out, err := os.OpenFile(spec.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return nil, err
 		}
-		cmd := exec.Command(spec.bin, spec.args(addr)...)
-		cmd.Env = append(filterEnv(os.Environ(), spec.drop), spec.env...)
+		cmd := exec.Command(spec.bin, args...)
+		cmd.Env = env
 		cmd.Stdout, cmd.Stderr = out, out
-		// The kernel kills the child if we die without cleaning up.
+		// The kernel signals the child if we die without cleaning up.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if spec.group {
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+		}
 		err = cmd.Start()
 		out.Close()
 		if err != nil {
 			return nil, fmt.Errorf("start %s: %w", spec.name, err)
 		}
-		c := &child{name: spec.name, addr: addr, log: spec.log, cmd: cmd, done: make(chan struct{})}
+		c := &child{name: spec.name, addr: addr, probe: probeAddr, group: spec.group, log: spec.log, cmd: cmd, done: make(chan struct{})}
 		go func() {
 			c.err = cmd.Wait()
 			close(c.done)
@@ -250,77 +343,131 @@ func filterEnv(env, drop []string) []string {
 // on every Linux architecture Go supports.
 const clockTicks = 100
 
-// cpuSeconds returns utime+stime of pid from /proc/<pid>/stat.
-func cpuSeconds(pid int) (float64, error) {
+// statFields returns the fields of /proc/<pid>/stat after the command name
+// (which may contain spaces): field 3 (state) is the first.
+func statFields(pid int) ([]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	// The command name (field 2) may contain spaces: fields are counted
-	// from the closing parenthesis. utime and stime are fields 14 and 15.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+		return nil, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
-	utime, err1 := strconv.ParseInt(f[11], 10, 64)
-	stime, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
-	}
-	return float64(utime+stime) / clockTicks, nil
+	return f, nil
 }
 
-// memStatus returns VmHWM and VmRSS of pid in bytes.
-func memStatus(pid int) (hwm, rss int64, err error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, err
+// cpuSeconds returns utime+stime summed over pids, from /proc/<pid>/stat.
+func cpuSeconds(pids []int) (float64, error) {
+	var ticks int64
+	for _, pid := range pids {
+		f, err := statFields(pid)
+		if err != nil {
+			return 0, err
+		}
+		// utime and stime are fields 14 and 15.
+		utime, err1 := strconv.ParseInt(f[11], 10, 64)
+		stime, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err := errors.Join(err1, err2); err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += utime + stime
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, ":")
-		if !ok || (k != "VmHWM" && k != "VmRSS") {
+	return float64(ticks) / clockTicks, nil
+}
+
+// childrenOf returns the processes whose parent is pid.
+func childrenOf(pid int) []int {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
-		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		if err != nil {
-			return 0, 0, fmt.Errorf("/proc/%d/status %s: %w", pid, k, err)
-		}
-		if k == "VmHWM" {
-			hwm = kb << 10
-		} else {
-			rss = kb << 10
+		// The parent's pid is field 4.
+		if f, err := statFields(p); err == nil && f[1] == strconv.Itoa(pid) {
+			out = append(out, p)
 		}
 	}
-	return hwm, rss, nil
+	return out
 }
 
-// resetPeak resets VmHWM of pid to its current RSS (Linux 4.0+).
-func resetPeak(pid int) error {
-	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+// memInfo is what /proc/<pid>/status says about memory and threads,
+// summed over the processes of a server.
+type memInfo struct {
+	hwm, rss int64 // bytes
+	threads  int
 }
 
-// rssSampler records the largest VmRSS of a process, sampled every 50 ms: the
-// fallback where VmHWM cannot be reset.
+// memStatus returns VmHWM, VmRSS and Threads summed over pids.
+func memStatus(pids []int) (memInfo, error) {
+	var m memInfo
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			return m, err
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok || (k != "VmHWM" && k != "VmRSS" && k != "Threads") {
+				continue
+			}
+			n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				return m, fmt.Errorf("/proc/%d/status %s: %w", pid, k, err)
+			}
+			switch k {
+			case "VmHWM":
+				m.hwm += n << 10
+			case "VmRSS":
+				m.rss += n << 10
+			default:
+				m.threads += int(n)
+			}
+		}
+	}
+	return m, nil
+}
+
+// resetPeak resets VmHWM of every pid to its current RSS (Linux 4.0+).
+func resetPeak(pids []int) error {
+	for _, pid := range pids {
+		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rssSampler records the largest VmRSS (summed over a server's processes)
+// and thread count, sampled every 50 ms: the RSS figure where VmHWM cannot
+// be reset, and the thread figure always.
 type rssSampler struct {
-	stop chan struct{}
-	done chan struct{}
-	max  int64
+	stop    chan struct{}
+	done    chan struct{}
+	max     int64
+	threads int
 }
 
-func sampleRSS(pid int) *rssSampler {
+func sampleRSS(pids []int) *rssSampler {
 	s := &rssSampler{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		t := time.NewTicker(50 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if _, rss, err := memStatus(pid); err == nil && rss > s.max {
-				s.max = rss
+			if m, err := memStatus(pids); err == nil {
+				s.max = max(s.max, m.rss)
+				s.threads = max(s.threads, m.threads)
 			}
 			select {
 			case <-s.stop:
@@ -332,11 +479,11 @@ func sampleRSS(pid int) *rssSampler {
 	return s
 }
 
-// Max stops sampling and returns the largest RSS seen.
-func (s *rssSampler) Max() int64 {
+// Max stops sampling and returns the largest RSS and thread count seen.
+func (s *rssSampler) Max() (rss int64, threads int) {
 	close(s.stop)
 	<-s.done
-	return s.max
+	return s.max, s.threads
 }
 
 // gitRevision describes the checkout: short commit, "+dirty" when the work

@@ -36,11 +36,16 @@ func TestComputeRatios(t *testing.T) {
 	t.Parallel()
 	results := []Result{
 		{Scenario: scCold1, Server: srvDirect, WallSeconds: 2},
+		{Scenario: scCold1, Server: srvFloor, WallSeconds: 2.1},
 		{Scenario: scCold1, Server: srvRegcache, WallSeconds: 2.2},
 		{Scenario: scCold1, Server: srvDistribution, WallSeconds: 3, Errors: 1},
+		{Scenario: scCold1, Server: srvNginx, WallSeconds: 4.2},
 		{Scenario: scCold16, Server: srvRegcache, UpstreamRatio: 1},
 		{Scenario: scWarm16, Server: srvStatic, CPUPerGB: 0}, // too little CPU to measure
 		{Scenario: scWarm16, Server: srvRegcache, CPUPerGB: 0.1},
+		{Scenario: scFanout, Server: srvDistribution, Errors: 3},
+		{Scenario: scManyTags, Server: srvDirect, Kinds: []KindResult{{Kind: kindRevalidate, LatencyP99ms: 2}}},
+		{Scenario: scManyTags, Server: srvRegcache, Kinds: []KindResult{{Kind: kindRevalidate, LatencyP99ms: 10}}},
 	}
 	byName := map[string]Ratio{}
 	for _, r := range computeRatios(results) {
@@ -49,6 +54,19 @@ func TestComputeRatios(t *testing.T) {
 	cold1 := byName["cold-1: wall time / direct pull's"]
 	if cold1.Regcache == nil || *cold1.Regcache != 1.1 || cold1.Met == nil || !*cold1.Met {
 		t.Errorf("cold-1 ratio: %+v, want regcache 1.1, met", cold1)
+	}
+	if cold1.Nginx == nil || *cold1.Nginx != 2.1 {
+		t.Errorf("cold-1 ratio of nginx: %v, want 2.1", cold1.Nginx)
+	}
+	floor := byName["cold-1: wall time / floor's"]
+	if floor.Regcache == nil || *floor.Regcache > 1.05 || floor.Met == nil || !*floor.Met {
+		t.Errorf("cold-1 / floor ratio: %+v, want regcache 1.048, met", floor)
+	}
+	if fan := byName["fanout: client errors"]; fan.Distribution == nil || *fan.Distribution != 3 || fan.Regcache != nil {
+		t.Errorf("fanout errors: %+v, want distribution 3 (a result with errors counts here), regcache not measured", fan)
+	}
+	if tags := byName["many-tags: stale tag GET p99 / direct's"]; tags.Regcache == nil || *tags.Regcache != 5 || tags.Target != "" || tags.Met != nil {
+		t.Errorf("many-tags ratio: %+v, want regcache 5, reported without a target", tags)
 	}
 	if cold1.Distribution != nil {
 		t.Errorf("cold-1 ratio of a result with errors: %v, want none", *cold1.Distribution)
@@ -88,5 +106,10 @@ func TestWriteMarkdown(t *testing.T) {
 	}
 	if !strings.Contains(got, "| cold-1 | regcache | 1 |") {
 		t.Errorf("results table missing:\n%s", got)
+	}
+	for _, title := range []string{"Targets (ratios of one run):", "Transfers:", "Requests and memory:"} {
+		if !strings.Contains(got, title) {
+			t.Errorf("table %q missing:\n%s", title, got)
+		}
 	}
 }

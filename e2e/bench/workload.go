@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -105,13 +106,32 @@ func writeBytesBlob(dir string, b []byte) (Blob, error) {
 	return Blob{Digest: "sha256:" + hexSum, Size: int64(len(b))}, nil
 }
 
-// makeImage writes the layers and config of a new image into the upstream's
-// blob directory and builds its manifest.
-func makeImage(dir, repo, tag string, rng *rand.ChaCha8, layers int, layerSize int64) (*Image, error) {
+// sameSizes returns n layer sizes of size bytes each.
+func sameSizes(n int, size int64) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = size
+	}
+	return out
+}
+
+// spreadSizes returns n layer sizes drawn uniformly from [lo, hi].
+func spreadSizes(rng *rand.ChaCha8, n int, lo, hi int64) []int64 {
+	r := rand.New(rng)
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = lo + r.Int64N(hi-lo+1)
+	}
+	return out
+}
+
+// makeImage writes the layers (one per size) and config of a new image
+// into the upstream's blob directory and builds its manifest.
+func makeImage(dir, repo, tag string, rng *rand.ChaCha8, sizes []int64) (*Image, error) {
 	img := &Image{Repo: repo, Tag: tag}
-	diffIDs := make([]string, 0, layers)
-	for range layers {
-		b, err := writeRandomBlob(dir, rng, layerSize)
+	diffIDs := make([]string, 0, len(sizes))
+	for _, size := range sizes {
+		b, err := writeRandomBlob(dir, rng, size)
 		if err != nil {
 			return nil, fmt.Errorf("layer of %s: %w", repo, err)
 		}
@@ -156,25 +176,63 @@ func makeImage(dir, repo, tag string, rng *rand.ChaCha8, layers int, layerSize i
 // pushManifest PUTs the image's manifest by tag to the upstream, whose blob
 // directory already holds the blobs.
 func pushManifest(ctx context.Context, base string, img *Image) error {
-	url := fmt.Sprintf("%s/v2/%s/manifests/%s", base, img.Repo, img.Tag)
+	return pushTag(ctx, http.DefaultClient, base, img, img.Tag)
+}
+
+// pushTag PUTs the image's manifest to the upstream under tag.
+func pushTag(ctx context.Context, client *http.Client, base string, img *Image, tag string) error {
+	url := fmt.Sprintf("%s/v2/%s/manifests/%s", base, img.Repo, tag)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(img.Manifest))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", manifestType)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("push manifest %s:%s: %w", img.Repo, img.Tag, err)
+		return fmt.Errorf("push manifest %s:%s: %w", img.Repo, tag, err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("push manifest %s:%s: %s: %s", img.Repo, img.Tag, resp.Status, body)
+		return fmt.Errorf("push manifest %s:%s: %s: %s", img.Repo, tag, resp.Status, body)
 	}
 	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != img.Digest {
-		return fmt.Errorf("push manifest %s:%s: upstream says digest %s, want %s", img.Repo, img.Tag, got, img.Digest)
+		return fmt.Errorf("push manifest %s:%s: upstream says digest %s, want %s", img.Repo, tag, got, img.Digest)
 	}
 	return nil
+}
+
+// tagName is the i-th tag of the many-tags repository: fixed width, so
+// that the upstream's sorted order is the numeric one.
+func tagName(i int) string { return fmt.Sprintf("t%05d", i) }
+
+// pushTags points n tags of img's repository at its manifest, a few PUTs
+// at a time.
+func pushTags(ctx context.Context, base string, img *Image, n int) error {
+	client := newClient()
+	defer client.CloseIdleConnections()
+	next := make(chan int)
+	errc := make(chan error, 8)
+	for range 8 {
+		go func() {
+			var err error
+			for i := range next {
+				if err == nil {
+					err = pushTag(ctx, client, base, img, tagName(i))
+				}
+			}
+			errc <- err
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	var errs []error
+	for range 8 {
+		errs = append(errs, <-errc)
+	}
+	return errors.Join(errs...)
 }
 
 // writeStaticTree lays out the image under root the way the registry API

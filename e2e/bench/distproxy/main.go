@@ -24,6 +24,8 @@ import (
 	// distribution selects storage drivers by name from a registry filled
 	// by init functions: its own cmd/registry wires them the same way.
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
+
+	"github.com/regcache/regcache/e2e/bench/probe"
 )
 
 func main() {
@@ -44,6 +46,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if *root == "" || *remote == "" {
 		return fmt.Errorf("--root and --remote are required")
+	}
+	if err := probe.Start(os.Getenv(probe.EnvAddr)); err != nil {
+		return err
 	}
 	secret := make([]byte, 16)
 	if _, err := rand.Read(secret); err != nil {

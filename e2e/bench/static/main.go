@@ -19,6 +19,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/regcache/regcache/e2e/bench/probe"
 )
 
 func main() {
@@ -40,6 +42,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if *root == "" {
 		return errors.New("--root is required")
+	}
+	if err := probe.Start(os.Getenv(probe.EnvAddr)); err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

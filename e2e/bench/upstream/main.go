@@ -31,6 +31,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/regcache/regcache/e2e/bench/probe"
 )
 
 func main() {
@@ -52,6 +54,9 @@ func run(ctx context.Context, args []string) error {
 	}
 	if *dir == "" {
 		return errors.New("--dir is required")
+	}
+	if err := probe.Start(os.Getenv(probe.EnvAddr)); err != nil {
+		return err
 	}
 	quiet := log.New(io.Discard, "", 0)
 	reg := registry.New(registry.Logger(quiet), registry.WithBlobHandler(diskBlobs{dir: *dir}))
