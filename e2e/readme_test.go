@@ -221,7 +221,10 @@ func (p readmePorts) restore(s string) string {
 func readerEnv(extra ...string) []string {
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "REGCACHE_") {
+		// Nor does the reader's shell run inside make (make test would
+		// hand MAKELEVEL and MAKEFLAGS down, and a nested make prints
+		// "Entering directory" first).
+		if k, _, _ := strings.Cut(kv, "="); !strings.HasPrefix(k, "REGCACHE_") && k != "MAKELEVEL" && k != "MAKEFLAGS" && k != "MFLAGS" {
 			env = append(env, kv)
 		}
 	}

@@ -31,7 +31,9 @@ import (
 // go run ./e2e/bench, BENCHMARKS.md).
 func BenchmarkManifestHit(b *testing.B) {
 	h, manifest, digest := newHitHandler(b)
-	const accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
+	// What containerd and kubelets send: every manifest type.
+	const accept = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, " +
+		"application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json"
 	for _, bc := range []struct {
 		name, method, ref string
 	}{
