@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regcache/regcache/e2e/peers"
 )
@@ -29,6 +30,28 @@ func storedBlobs(t *testing.T, rc *peers.Regcache) int {
 		return nil
 	})
 	return n
+}
+
+// waitStored waits (up to 30 s) until every digest is a committed blob of
+// rc's store.
+func waitStored(t *testing.T, rc *peers.Regcache, digests []string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		missing := ""
+		for _, d := range digests {
+			hexPart := strings.TrimPrefix(d, "sha256:")
+			if _, err := os.Stat(filepath.Join(rc.DataDir, "blobs", "sha256", hexPart[:2], hexPart)); err != nil {
+				missing = d
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blob %s is not in the store 30 s after its pull", missing)
+		}
+	}
 }
 
 func craneDigest(t *testing.T, crane, ref string) string {
@@ -123,7 +146,11 @@ func TestPushClients(t *testing.T) {
 	})
 
 	t.Run("push into a cached repository is refused", func(t *testing.T) {
-		checkImage(t, rc.Addr+"/hub/app:v1", pullThroughFixture(t, u)) // the repository exists, cached
+		img := pullThroughFixture(t, u)
+		checkImage(t, rc.Addr+"/hub/app:v1", img) // the repository exists, cached
+		// A fill commits (fsync, rename) just after its client got the
+		// bytes: count once every blob of the pull is in the store.
+		waitStored(t, rc, append(img.Blobs(), img.Digest))
 		blobsBefore := storedBlobs(t, rc)
 		tagsBefore := runOK(t, peers.RunOptions{}, crane, "ls", "--insecure", rc.Addr+"/hub/app")
 		stdout, stderr, code := peers.Run(t, crane, "copy", "--insecure", u.Host+"/src/app:v1", rc.Addr+"/hub/app:pushed")
