@@ -13,6 +13,8 @@ func TestRoute(t *testing.T) {
 		{Name: "hub-library", Source: "docker.io/library/*", Target: "hub/*"},
 		{Name: "ghcr-static", Source: "ghcr.io/org/app", Target: "app"},
 		{Name: "quay-mirror", Source: "quay.io/*", Target: "quay.io/*"},
+		// Owns hub/redis, the name hub-library would give docker.io/library/redis.
+		{Name: "bitnami-redis", Source: "docker.io/bitnami/redis", Target: "hub/redis"},
 	}
 	tests := []struct {
 		name, repo, ns, defaultRegistry string
@@ -33,6 +35,12 @@ func TestRoute(t *testing.T) {
 		{name: "registry-mirrors without default registry", repo: "library/nginx", want: "library/nginx"},
 		{name: "default registry, uncovered path stays local", repo: "team/tool", defaultRegistry: "docker.io", want: "team/tool"},
 		{name: "local repository", repo: "lab/tool", want: "lab/tool"},
+		// hub/redis serves docker.io/bitnami/redis: a client asking for
+		// docker.io/library/redis must not be given that image.
+		{name: "containerd ns, local name owned by another rule", repo: "library/redis", ns: "docker.io", wantErr: ErrNameUnknown},
+		{name: "containerd ns, the other rule's source", repo: "bitnami/redis", ns: "docker.io", want: "hub/redis"},
+		{name: "path-prefixed, local name owned by another rule", repo: "docker.io/library/redis", want: "docker.io/library/redis"},
+		{name: "default registry, local name owned by another rule", repo: "library/redis", defaultRegistry: "docker.io", want: "library/redis"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -355,10 +355,15 @@ func (rs *RuleSet) Match(repo string) (Match, bool) {
 // MatchSource resolves an upstream repository ("docker.io/library/alpine";
 // Docker Hub aliases and one-segment paths are normalised) to the rule whose
 // source covers it and the local repository it maps to: a static rule with
-// that exact source, else the wildcard rule with the longest source prefix.
+// that exact source, else the wildcard rule with the longest source prefix
+// that can serve it.
 //
 // The upstream path and the local name must both follow the repository
-// grammar (see Match).
+// grammar (see Match), and the local name must be the wildcard rule's own:
+// a static target or a nested wildcard target inside its namespace (hub/redis
+// beside hub/*) belongs to another rule, which serves another upstream
+// repository under it, so a client asking for docker.io/library/redis would
+// be given that image instead.
 func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
 	host, path, ok := strings.Cut(source, "/")
 	if !ok || !ValidHost(host) {
@@ -381,6 +386,9 @@ func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
 			local := prefix(r.Target) + rest
 			if !ValidRepository(local) {
 				return Match{}, "", false
+			}
+			if owner, ok := rs.Match(local); !ok || owner.Rule.Name != r.Name {
+				continue
 			}
 			return Match{Rule: r, Host: host, Upstream: path}, local, true
 		}
