@@ -28,6 +28,7 @@ func TestRoute(t *testing.T) {
 		{name: "containerd ns to static", repo: "org/app", ns: "ghcr.io", want: "app"},
 		{name: "containerd ns, uncovered path", repo: "team/tool", ns: "docker.io", wantErr: ErrNameUnknown},
 		{name: "containerd unknown ns", repo: "library/alpine", ns: "registry.k8s.io", wantErr: ErrNameUnknown},
+		{name: "ns in brackets, no IPv6 address", repo: "library/alpine", ns: "[0]", wantErr: ErrNameInvalid},
 		{name: "path-prefixed mirror, same-named target", repo: "quay.io/org/x", want: "quay.io/org/x"},
 		{name: "path-prefixed mirror, other target", repo: "docker.io/library/alpine", want: "hub/alpine"},
 		{name: "path-prefixed, uncovered host", repo: "gcr.io/x/y", want: "gcr.io/x/y"},

@@ -5,6 +5,7 @@ package cache
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
@@ -84,8 +85,18 @@ const NameRule = "must be 5-50 characters, each a letter, digit or '-'"
 // credential set (the managed services' rule).
 func ValidName(name string) bool { return nameRE.MatchString(name) }
 
-// ValidHost reports whether h is a registry host[:port].
-func ValidHost(h string) bool { return hostRE.MatchString(h) }
+// ValidHost reports whether h is a registry host[:port]: a DNS name,
+// localhost, or an IPv6 address in brackets (which an URL must hold).
+func ValidHost(h string) bool {
+	if !hostRE.MatchString(h) {
+		return false
+	}
+	if lit, ok := strings.CutPrefix(h, "["); ok {
+		ip, err := netip.ParseAddr(lit[:strings.IndexByte(lit, ']')])
+		return err == nil && ip.Is6()
+	}
+	return true
+}
 
 // ValidTag reports whether tag follows the OCI tag grammar.
 func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
@@ -162,7 +173,7 @@ func normaliseSource(s string) (string, error) {
 	if !ok || !isHost(host) {
 		return "", &FieldError{field, s, "must start with a registry host (a name with a dot or port, or localhost), e.g. docker.io/" + s}
 	}
-	if !hostRE.MatchString(host) {
+	if !ValidHost(host) {
 		return "", &FieldError{field, s, fmt.Sprintf("registry host %q is not a valid host[:port]", host)}
 	}
 	if i := strings.LastIndex(path, "/"); strings.Contains(path[i+1:], ":") {

@@ -43,6 +43,8 @@ func TestNormalizeRefuses(t *testing.T) {
 		{"empty source", withRule(func(r *Rule) { r.Source = "" }), "sourceRepository", ""},
 		{"source host only", withRule(func(r *Rule) { r.Source = "docker.io/" }), "sourceRepository", "docker.io/"},
 		{"source with invalid host", withRule(func(r *Rule) { r.Source = "bad_host.io/x" }), "sourceRepository", "bad_host.io/x"},
+		{"source with a bracketed host that is no IPv6 address", withRule(func(r *Rule) { r.Source = "[0]/x" }), "sourceRepository", "[0]/x"},
+		{"source with an IPv4 address in brackets", withRule(func(r *Rule) { r.Source = "[1.2.3.4]:5000/x" }), "sourceRepository", "[1.2.3.4]:5000/x"},
 		{"source with uppercase path", withRule(func(r *Rule) { r.Source = "docker.io/Library/Ubuntu" }), "sourceRepository", "docker.io/Library/Ubuntu"},
 		{"source with uppercase one-segment hub path", withRule(func(r *Rule) { r.Source = "docker.io/Ubuntu" }), "sourceRepository", "docker.io/Ubuntu"},
 		{"source with invalid character", withRule(func(r *Rule) { r.Source = "ghcr.io/org/app!" }), "sourceRepository", "ghcr.io/org/app!"},
