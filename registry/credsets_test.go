@@ -21,11 +21,17 @@ const setsPath = "/admin/v1/credential-sets"
 // newCredStack is regcache with a real credentials.Manager (env:// secrets
 // from a fixed environment), wired as serve wires it; the upstream
 // docker.io is a registry that needs no credentials.
-func newCredStack(t *testing.T) *stack {
+func newCredStack(t testing.TB) *stack {
+	t.Helper()
+	return newCredStackLog(t, io.Discard)
+}
+
+// newCredStackLog is newCredStack writing the server's log to w.
+func newCredStackLog(t testing.TB, w io.Writer) *stack {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	logger := slog.New(slog.NewTextHandler(w, nil))
 	blobs, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -71,7 +77,7 @@ func newCredStack(t *testing.T) *stack {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &stack{url: srv.URL, store: store, blobs: blobs}
+	return &stack{url: srv.URL, handler: h, store: store, blobs: blobs}
 }
 
 func TestCredentialSetsAdmin(t *testing.T) {
