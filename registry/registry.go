@@ -74,6 +74,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	s.adminRoutes(mux)
 	s.credentialSetRoutes(mux)
+	s.debugRoutes(mux)
 	return s.accessLog(mux), nil
 }
 
