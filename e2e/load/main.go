@@ -31,15 +31,18 @@
 //
 // regcache's goroutines (GET /admin/v1/debug/pprof/goroutine?debug=1),
 // open files (/proc/<pid>/fd), threads and RSS (/proc/<pid>/status) are
-// read at baseline (after the warm-up, once idle upstream connections
-// closed), every second under load (peak), and after the load until they
-// are back within --tolerance-goroutines and --tolerance-fds of the
-// baseline, for at most --settle; not coming back is an error.
+// read at baseline (after the warm-up, once the upstream closed regcache's
+// idle connections), every second under load (peak), and after the load
+// (from the same point on) until they are back within
+// --tolerance-goroutines and --tolerance-fds of the baseline, for at most
+// --settle; not coming back is an error.
 //
-// Everything listens on and dials loopback addresses only. The program
-// raises its own open-files limit (the attacker needs one descriptor per
-// connection); children get SIGKILL if it dies (Pdeathsig), and the whole
-// run is bounded by --timeout.
+// Everything listens on and dials loopback addresses only. The attacker
+// runs in child processes of this program, as many as the open-files hard
+// limit needs (one descriptor per connection: 20,000 do not fit in one
+// process where the hard limit is 20,000), each raising its own soft
+// limit; every child gets SIGKILL if the program dies (Pdeathsig), and the
+// whole run is bounded by --timeout.
 package main
 
 import (
@@ -88,6 +91,10 @@ type options struct {
 	workDir       string
 	keep          bool
 	jsonPath      string
+	// attackerChild runs the program as one of the attacker's processes,
+	// holding idleConns connections to attackerTarget.
+	attackerChild  bool
+	attackerTarget string
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -113,6 +120,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.workDir, "work-dir", "", "directory for the regcache binary, its data and its log (default: a new temporary directory, removed at the end)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (with regcache's log) at the end")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the figures as JSON to this file")
+	fs.BoolVar(&o.attackerChild, "attacker-child", false, "internal: run as one of the attacker's processes (the program starts them itself)")
+	fs.StringVar(&o.attackerTarget, "attacker-target", "", "internal: the address an attacker process connects to")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -198,12 +207,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if opts.attackerChild {
+		return runAttackerChild(ctx, opts, stdout)
+	}
 	logf := func(format string, a ...any) {
 		fmt.Fprintf(stderr, "%s "+format+"\n", append([]any{time.Now().Format("15:04:05")}, a...)...)
 	}
-	// One descriptor per attacker connection and per client connection,
-	// plus the upstream's and some to spare.
-	limit, err := raiseOpenFiles(uint64(opts.idleConns + 2*opts.clients + 1024))
+	// A descriptor per client connection, the upstream's connections and
+	// some to spare; the attacker's connections are held by processes of
+	// their own.
+	limit, err := raiseOpenFiles(uint64(2*opts.clients + 1024))
 	if err != nil {
 		return err
 	}

@@ -129,7 +129,7 @@ func (r *report) print(w io.Writer) {
 	s := r.Server
 	after := "not back within --settle"
 	if s.Settled {
-		after = fmt.Sprintf("after (back in %.0f s)", s.SettledAfter)
+		after = fmt.Sprintf("after (back %.0f s after the load)", s.SettledAfter)
 	}
 	fmt.Fprintf(w, "| regcache | baseline | peak | %s |\n|---|---:|---:|---:|\n", after)
 	fmt.Fprintf(w, "| goroutines | %d | %d | %d |\n", s.Baseline.Goroutines, s.Peak.Goroutines, s.After.Goroutines)
@@ -137,8 +137,8 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(w, "| threads | %d | %d | %d |\n", s.Baseline.Threads, s.Peak.Threads, s.After.Threads)
 	fmt.Fprintf(w, "| RSS MiB | %.0f | %.0f | %.0f |\n\n", mib(s.Baseline.RSSBytes), mib(s.Peak.RSSBytes), mib(s.After.RSSBytes))
 	if a := r.Attacker; a != nil {
-		fmt.Fprintf(w, "Attacker (%d connections wanted): %d dials, at most %d open on its side at once, %d closed by regcache at accept (over its cap), %d closed after its header timeout, %d dial errors; redials limited to %d/s.\n\n",
-			a.Slots, a.Dials, a.PeakOpen, a.Refused, a.Expired, a.DialErrors, a.DialsPerSecL)
+		fmt.Fprintf(w, "Attacker (%d connections wanted, %d processes): %d dials, at most %d open on its side at once, %d closed by regcache at accept (over its cap), %d closed after its header timeout, %d dial errors; redials limited to %d/s.\n\n",
+			a.Slots, a.Processes, a.Dials, a.PeakOpen, a.Refused, a.Expired, a.DialErrors, a.DialsPerSecL)
 	}
 	fmt.Fprintf(w, "regcache log: %d WARN lines, %d ERROR lines.\n", r.Log.Warn, r.Log.Error)
 	for _, l := range r.Log.FirstErrors {

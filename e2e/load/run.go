@@ -82,6 +82,30 @@ func (l *loadRun) run(ctx context.Context) (*report, error) {
 		}
 	}
 	hc.CloseIdleConnections()
+	// New images are made before the load, twice as many as it asks for
+	// at one pull a second per client, and then more as they are taken:
+	// under load, the one goroutine making them gets too small a share of
+	// the CPU to keep up.
+	fctx, stopFresh := context.WithCancel(ctx)
+	defer stopFresh()
+	freshRNG, err := newRNG()
+	if err != nil {
+		return nil, err
+	}
+	ahead := max(32, int(2*float64(o.clients)*o.duration.Seconds()*o.coldRatio/float64(o.coldFanout)))
+	fresh, freshErr := up.newImages(fctx, freshRNG, o.coldLayerSize, o.coldFanout, ahead)
+	for len(fresh) < cap(fresh) {
+		select {
+		case err := <-freshErr:
+			return nil, fmt.Errorf("new images: %w", err)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	l.logf("%d new images ready in the upstream", ahead)
+	w.fresh, w.rangeRatio, w.coldRatio = fresh, o.rangeRatio, o.coldRatio
+
 	time.Sleep(upstreamIdleTimeout + time.Second)
 	if rep.Server.Baseline, err = rc.sample(ctx); err != nil {
 		return nil, err
@@ -89,30 +113,22 @@ func (l *loadRun) run(ctx context.Context) (*report, error) {
 	l.logf("baseline: %+v", rep.Server.Baseline)
 
 	sampler := startSampler(ctx, rc)
-	var atk *attacker
-	var attackDone sync.WaitGroup
-	actx, stopAttack := context.WithCancel(ctx)
-	defer stopAttack()
+	var atk *attackerGroup
 	if o.idleConns > 0 {
-		atk = newAttacker(rc.addr, o.attackerAddr, o.idleConns, o.attackerRate)
-		attackDone.Add(1)
-		go func() { defer attackDone.Done(); atk.run(actx) }()
-		select {
-		case <-atk.burst:
-		case <-time.After(20 * time.Second):
-		case <-ctx.Done():
+		atk, err = startAttackers(ctx, rc.addr, o, 30*time.Second)
+		if atk != nil {
+			defer func() {
+				if atk != nil {
+					atk.stop()
+				}
+			}()
 		}
-		l.logf("attacker: %d connections dialed from %s, %d open on its side", atk.dials.Load(), o.attackerAddr, atk.open.Load())
+		if err != nil {
+			return nil, err
+		}
+		l.logf("attacker: %d processes dialing %d connections from %s", len(atk.procs), o.idleConns, o.attackerAddr)
 	}
 
-	fctx, stopFresh := context.WithCancel(ctx)
-	defer stopFresh()
-	freshRNG, err := newRNG()
-	if err != nil {
-		return nil, err
-	}
-	fresh, freshErr := up.newImages(fctx, freshRNG, o.coldLayerSize, o.coldFanout)
-	w.fresh, w.rangeRatio, w.coldRatio = fresh, o.rangeRatio, o.coldRatio
 	l.logf("%d clients pulling for %v", o.clients, o.duration)
 	lctx, endLoad := context.WithTimeout(ctx, o.duration)
 	started := time.Now()
@@ -125,12 +141,14 @@ func (l *loadRun) run(ctx context.Context) (*report, error) {
 	endLoad()
 	rep.Seconds = time.Since(started).Seconds()
 	stopFresh()
-	stopAttack()
-	attackDone.Wait()
 	rep.Server.Peak = sampler.stop()
 	if atk != nil {
-		s := atk.stats()
+		s, err := atk.stop()
+		atk = nil
 		rep.Attacker = &s
+		if err != nil {
+			rep.Failures = append(rep.Failures, err.Error())
+		}
 	}
 	rep.Kinds, rep.ClientErrors, rep.Events = rec.stats(), rec.first, rec.extras
 	select {
@@ -159,9 +177,16 @@ func (l *loadRun) run(ctx context.Context) (*report, error) {
 
 // settle samples regcache every second until its goroutines and open
 // files are back within the tolerances of base, for at most --settle. It
-// returns how long that took (-1: not back) and the last sample.
+// returns how long that took since the load ended (-1: not back) and the
+// last sample. The first sample is taken after the upstream closed
+// regcache's idle connections, as for the baseline.
 func (l *loadRun) settle(ctx context.Context, rc *regcacheProc, base sample) (float64, sample, error) {
 	start := time.Now()
+	select {
+	case <-ctx.Done():
+		return -1, sample{}, ctx.Err()
+	case <-time.After(upstreamIdleTimeout + time.Second):
+	}
 	for {
 		s, err := rc.sample(ctx)
 		if err != nil {

@@ -201,11 +201,11 @@ func (u *upstream) addImage(ctx context.Context, rng *rand.ChaCha8, repo, tag st
 	return img, nil
 }
 
-// newImages pushes a new one-layer image to the upstream whenever the
-// clients took the last one, and hands each to fanout clients, until ctx
+// newImages pushes new one-layer images to the upstream, up to ahead
+// images ahead of the clients, and hands each to fanout clients, until ctx
 // ends. The channel is closed then.
-func (u *upstream) newImages(ctx context.Context, rng *rand.ChaCha8, layerSize int64, fanout int) (<-chan *image, <-chan error) {
-	out := make(chan *image, fanout)
+func (u *upstream) newImages(ctx context.Context, rng *rand.ChaCha8, layerSize int64, fanout, ahead int) (chan *image, <-chan error) {
+	out := make(chan *image, fanout*ahead)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(out)
