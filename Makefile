@@ -18,7 +18,7 @@ CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 # The image's non-root user and group (distroless's "nonroot" id).
 IMAGE_UID := 65532
 
-.PHONY: all build run test lint fmt-check vet peers image bench bench-smoke bench-micro mutate clean
+.PHONY: all build run test fuzz lint fmt-check vet peers image bench bench-smoke bench-micro mutate clean
 
 all: build
 
@@ -42,6 +42,22 @@ TEST_ARTIFACTS ?= $(CURDIR)/bin/test-artifacts
 test: peers lint
 	@mkdir -p $(TEST_ARTIFACTS)
 	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(TEST_ARTIFACTS) ./...
+
+# A bounded fuzz run (CI runs it after `make test`): every fuzz target of
+# the module (func FuzzXxx in a _test.go file) for FUZZTIME each, on top of
+# its committed corpus (testdata/fuzz/<FuzzXxx>/). A failure writes the
+# input to that directory: commit it with the fix, as a regression case.
+# Longer by hand: make fuzz FUZZTIME=5m.
+FUZZTIME ?= 12s
+
+fuzz:
+	@set -e; for f in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
+		dir=$$(dirname "$$f"); \
+		for t in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$f"); do \
+			echo "fuzz: $$dir $$t for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) "$$dir"; \
+		done; \
+	done
 
 lint: fmt-check vet
 

@@ -37,7 +37,7 @@ func WellKnownUpstreams() []string {
 func NewEndpoints(overrides map[string]string, allowed ...string) (*Endpoints, error) {
 	e := &Endpoints{overrides: map[string]*url.URL{}}
 	for host, raw := range overrides {
-		if !hostRE.MatchString(host) {
+		if !ValidHost(host) {
 			return nil, fmt.Errorf("upstream %q: login server must be a host[:port] such as docker.io or ghcr.io", host)
 		}
 		u, err := ParseEndpoint(raw)

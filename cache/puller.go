@@ -1,7 +1,6 @@
 package cache
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -435,25 +435,35 @@ func (p *Puller) putBytes(ctx context.Context, digest string, b []byte) error {
 	return w.Commit()
 }
 
-// sniffMediaType reads the mediaType field of a manifest whose upstream sent
-// no Content-Type.
+// sniffMediaType gives the media type of a manifest whose upstream sent no
+// Content-Type: its own top-level mediaType when that is a media type, else
+// the type its shape says (an index lists "manifests"), else an OCI image
+// manifest. Only the top level counts: the config and the descriptors
+// inside carry mediaType fields of their own, and the value is served back
+// as Content-Type.
 func sniffMediaType(b []byte) string {
-	const key = `"mediaType"`
-	i := bytes.Index(b, []byte(key))
-	if i < 0 {
-		return "application/vnd.oci.image.manifest.v1+json"
+	var top map[string]json.RawMessage
+	if json.Unmarshal(b, &top) != nil {
+		return ociManifestType
 	}
-	rest := b[i+len(key):]
-	start := bytes.IndexByte(rest, '"')
-	if start < 0 {
-		return "application/vnd.oci.image.manifest.v1+json"
+	var own string
+	if raw, ok := top["mediaType"]; ok && json.Unmarshal(raw, &own) == nil && mediaTypeRE.MatchString(own) {
+		return own
 	}
-	end := bytes.IndexByte(rest[start+1:], '"')
-	if end < 0 {
-		return "application/vnd.oci.image.manifest.v1+json"
+	if _, ok := top["manifests"]; ok {
+		return ociIndexType
 	}
-	return string(rest[start+1 : start+1+end])
+	return ociManifestType
 }
+
+// Media types of manifests that do not say theirs.
+const (
+	ociManifestType = "application/vnd.oci.image.manifest.v1+json"
+	ociIndexType    = "application/vnd.oci.image.index.v1+json"
+)
+
+// mediaTypeRE is a media type without parameters (RFC 6838 section 4.2).
+var mediaTypeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$`)
 
 // StatBlob returns the size of blob digest in repo without fetching it: from
 // the store when linked to repo, else from a HEAD to the rule's upstream

@@ -13,6 +13,8 @@ func TestRoute(t *testing.T) {
 		{Name: "hub-library", Source: "docker.io/library/*", Target: "hub/*"},
 		{Name: "ghcr-static", Source: "ghcr.io/org/app", Target: "app"},
 		{Name: "quay-mirror", Source: "quay.io/*", Target: "quay.io/*"},
+		// Owns hub/redis, the name hub-library would give docker.io/library/redis.
+		{Name: "bitnami-redis", Source: "docker.io/bitnami/redis", Target: "hub/redis"},
 	}
 	tests := []struct {
 		name, repo, ns, defaultRegistry string
@@ -26,6 +28,7 @@ func TestRoute(t *testing.T) {
 		{name: "containerd ns to static", repo: "org/app", ns: "ghcr.io", want: "app"},
 		{name: "containerd ns, uncovered path", repo: "team/tool", ns: "docker.io", wantErr: ErrNameUnknown},
 		{name: "containerd unknown ns", repo: "library/alpine", ns: "registry.k8s.io", wantErr: ErrNameUnknown},
+		{name: "ns in brackets, no IPv6 address", repo: "library/alpine", ns: "[0]", wantErr: ErrNameInvalid},
 		{name: "path-prefixed mirror, same-named target", repo: "quay.io/org/x", want: "quay.io/org/x"},
 		{name: "path-prefixed mirror, other target", repo: "docker.io/library/alpine", want: "hub/alpine"},
 		{name: "path-prefixed, uncovered host", repo: "gcr.io/x/y", want: "gcr.io/x/y"},
@@ -33,6 +36,12 @@ func TestRoute(t *testing.T) {
 		{name: "registry-mirrors without default registry", repo: "library/nginx", want: "library/nginx"},
 		{name: "default registry, uncovered path stays local", repo: "team/tool", defaultRegistry: "docker.io", want: "team/tool"},
 		{name: "local repository", repo: "lab/tool", want: "lab/tool"},
+		// hub/redis serves docker.io/bitnami/redis: a client asking for
+		// docker.io/library/redis must not be given that image.
+		{name: "containerd ns, local name owned by another rule", repo: "library/redis", ns: "docker.io", wantErr: ErrNameUnknown},
+		{name: "containerd ns, the other rule's source", repo: "bitnami/redis", ns: "docker.io", want: "hub/redis"},
+		{name: "path-prefixed, local name owned by another rule", repo: "docker.io/library/redis", want: "docker.io/library/redis"},
+		{name: "default registry, local name owned by another rule", repo: "library/redis", defaultRegistry: "docker.io", want: "library/redis"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

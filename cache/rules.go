@@ -5,6 +5,7 @@ package cache
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
@@ -84,8 +85,18 @@ const NameRule = "must be 5-50 characters, each a letter, digit or '-'"
 // credential set (the managed services' rule).
 func ValidName(name string) bool { return nameRE.MatchString(name) }
 
-// ValidHost reports whether h is a registry host[:port].
-func ValidHost(h string) bool { return hostRE.MatchString(h) }
+// ValidHost reports whether h is a registry host[:port]: a DNS name,
+// localhost, or an IPv6 address in brackets (which an URL must hold).
+func ValidHost(h string) bool {
+	if !hostRE.MatchString(h) {
+		return false
+	}
+	if lit, ok := strings.CutPrefix(h, "["); ok {
+		ip, err := netip.ParseAddr(lit[:strings.IndexByte(lit, ']')])
+		return err == nil && ip.Is6()
+	}
+	return true
+}
 
 // ValidTag reports whether tag follows the OCI tag grammar.
 func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
@@ -162,7 +173,7 @@ func normaliseSource(s string) (string, error) {
 	if !ok || !isHost(host) {
 		return "", &FieldError{field, s, "must start with a registry host (a name with a dot or port, or localhost), e.g. docker.io/" + s}
 	}
-	if !hostRE.MatchString(host) {
+	if !ValidHost(host) {
 		return "", &FieldError{field, s, fmt.Sprintf("registry host %q is not a valid host[:port]", host)}
 	}
 	if i := strings.LastIndex(path, "/"); strings.Contains(path[i+1:], ":") {
@@ -355,10 +366,15 @@ func (rs *RuleSet) Match(repo string) (Match, bool) {
 // MatchSource resolves an upstream repository ("docker.io/library/alpine";
 // Docker Hub aliases and one-segment paths are normalised) to the rule whose
 // source covers it and the local repository it maps to: a static rule with
-// that exact source, else the wildcard rule with the longest source prefix.
+// that exact source, else the wildcard rule with the longest source prefix
+// that can serve it.
 //
 // The upstream path and the local name must both follow the repository
-// grammar (see Match).
+// grammar (see Match), and the local name must be the wildcard rule's own:
+// a static target or a nested wildcard target inside its namespace (hub/redis
+// beside hub/*) belongs to another rule, which serves another upstream
+// repository under it, so a client asking for docker.io/library/redis would
+// be given that image instead.
 func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
 	host, path, ok := strings.Cut(source, "/")
 	if !ok || !ValidHost(host) {
@@ -381,6 +397,9 @@ func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
 			local := prefix(r.Target) + rest
 			if !ValidRepository(local) {
 				return Match{}, "", false
+			}
+			if owner, ok := rs.Match(local); !ok || owner.Rule.Name != r.Name {
+				continue
 			}
 			return Match{Rule: r, Host: host, Upstream: path}, local, true
 		}

@@ -43,6 +43,8 @@ func TestNormalizeRefuses(t *testing.T) {
 		{"empty source", withRule(func(r *Rule) { r.Source = "" }), "sourceRepository", ""},
 		{"source host only", withRule(func(r *Rule) { r.Source = "docker.io/" }), "sourceRepository", "docker.io/"},
 		{"source with invalid host", withRule(func(r *Rule) { r.Source = "bad_host.io/x" }), "sourceRepository", "bad_host.io/x"},
+		{"source with a bracketed host that is no IPv6 address", withRule(func(r *Rule) { r.Source = "[0]/x" }), "sourceRepository", "[0]/x"},
+		{"source with an IPv4 address in brackets", withRule(func(r *Rule) { r.Source = "[1.2.3.4]:5000/x" }), "sourceRepository", "[1.2.3.4]:5000/x"},
 		{"source with uppercase path", withRule(func(r *Rule) { r.Source = "docker.io/Library/Ubuntu" }), "sourceRepository", "docker.io/Library/Ubuntu"},
 		{"source with uppercase one-segment hub path", withRule(func(r *Rule) { r.Source = "docker.io/Ubuntu" }), "sourceRepository", "docker.io/Ubuntu"},
 		{"source with invalid character", withRule(func(r *Rule) { r.Source = "ghcr.io/org/app!" }), "sourceRepository", "ghcr.io/org/app!"},
@@ -217,6 +219,10 @@ func TestRuleSetMatchSource(t *testing.T) {
 	zStatic := Rule{Name: "z-static", Source: "docker.io/library/a", Target: "a"}
 	aMirror := Rule{Name: "a-mirror", Source: "docker.io/*", Target: "mirror/*"}
 	zLibrary := Rule{Name: "z-library", Source: "docker.io/library/*", Target: "lib/*"}
+	// Local names a wildcard would give that another rule owns: a static
+	// target, a nested wildcard target.
+	redis := Rule{Name: "bitnami-redis", Source: "docker.io/bitnami/redis", Target: "hub/redis"}
+	special := Rule{Name: "hub-special", Source: "docker.io/special/*", Target: "hub/special/*"}
 	tests := []struct {
 		name         string
 		rules        []Rule
@@ -241,6 +247,12 @@ func TestRuleSetMatchSource(t *testing.T) {
 		{"static beats an equally long wildcard", []Rule{aWild, zStatic}, "docker.io/a", true, "z-static", "a", "docker.io", "library/a"},
 		{"longest source prefix wins regardless of names", []Rule{aMirror, zLibrary}, "docker.io/library/alpine", true, "z-library", "lib/alpine", "docker.io", "library/alpine"},
 		{"shorter source prefix outside the longer", []Rule{mirror, hub}, "docker.io/bitnami/redis", true, "hub-mirror", "mirror/bitnami/redis", "docker.io", "bitnami/redis"},
+		{"local name owned by a static rule", []Rule{hub, redis}, "docker.io/library/redis", false, "", "", "", ""},
+		{"local name owned by a static rule, one-segment", []Rule{hub, redis}, "docker.io/redis", false, "", "", "", ""},
+		{"local name owned by a static rule, a broader rule serves it", []Rule{hub, redis, mirror}, "docker.io/library/redis", true, "hub-mirror", "mirror/library/redis", "docker.io", "library/redis"},
+		{"the static rule's own source", []Rule{hub, redis}, "docker.io/bitnami/redis", true, "bitnami-redis", "hub/redis", "docker.io", "bitnami/redis"},
+		{"local name inside a nested wildcard target", []Rule{hub, special}, "docker.io/library/special/x", false, "", "", "", ""},
+		{"the nested wildcard's own source", []Rule{hub, special}, "docker.io/special/x", true, "hub-special", "hub/special/x", "docker.io", "special/x"},
 		{"other registry", []Rule{gh}, "ghcr.io/org/app", true, "ghcr-org", "gh/app", "ghcr.io", "org/app"},
 		{"no library/ outside the hub", []Rule{gh}, "ghcr.io/app", false, "", "", "", ""},
 		{"wildcard prefix alone", []Rule{gh}, "ghcr.io/org", false, "", "", "", ""},

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -45,27 +43,48 @@ type credFlow struct {
 	rc                 *peers.Regcache
 	user, pass1, pass2 string
 	dir                string
-	secrets            []string // every value that must never leak
-	mu                 sync.Mutex
-	captured           strings.Builder // every CLI output and admin API response
-	vault              *peers.Vault    // OpenBao, or the Vault VAULT_ADDR names
-	vaultPath          string          // of the secret under the mount "secret"
+	// scan records every CLI output and HTTP response of the flow and
+	// holds every value that must never leak.
+	scan      *secretScan
+	vault     *peers.Vault // OpenBao, or the Vault VAULT_ADDR names
+	vaultPath string       // of the secret under the mount "secret"
 }
 
-func (f *credFlow) addSecret(s ...string) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.secrets = append(f.secrets, s...)
-}
+func (f *credFlow) addSecret(s ...string) { f.scan.addSecret(s...) }
 
-// cli runs a regcache command against the server and captures its output.
+// cli runs a regcache command against the server and records its output
+// (not its arguments, which may carry a secret on purpose).
 func (f *credFlow) cli(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	stdout, stderr, code := peers.Run(t, f.bin, append(args, "--server", f.rc.URL(), "--token", f.rc.Token())...)
-	f.mu.Lock()
-	fmt.Fprintf(&f.captured, "$ regcache %s\n%s%s\n", strings.Join(args, " "), stdout, stderr)
-	f.mu.Unlock()
+	f.scan.record("CLI output", stdout+stderr)
 	return stdout, stderr, code
+}
+
+// request sends a request to the server through the recording client and
+// returns the status and body; token adds the admin token.
+func (f *credFlow) request(t *testing.T, method, path, body string, token bool) (int, string) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, f.rc.URL()+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token {
+		req.Header.Set("Authorization", "Bearer "+f.rc.Token())
+	}
+	resp, err := f.scan.client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// pull pulls ref through the server, recording every response.
+func (f *credFlow) pull(t *testing.T, ref string, want peers.Image) {
+	t.Helper()
+	checkImageWith(t, ref, want, remote.WithTransport(f.scan.transport(nil)))
 }
 
 func (f *credFlow) must(t *testing.T, args ...string) string {
@@ -235,19 +254,25 @@ var credBackends = []credBackend{
 // TestCredentialSets runs the whole credential set flow through the built
 // binary against docker-registry with htpasswd (bcrypt) authentication, once
 // per secrets backend: create the set and a rule, pull; the same pull
-// without the set is UNAUTHORIZED; rotate the password upstream and in the
-// secret, pull uncached content with no restart of regcache; break the
-// secret: the set turns Unhealthy with the reason, uncached pulls fail
-// naming the set, cached content is still served. Then no secret value may
-// be found in the server log, the CLI outputs and admin responses, /metrics
-// or the data directory.
+// without the set is UNAUTHORIZED; rotate the password upstream (a pull of
+// uncached content fails until the secret follows) and in the secret, pull
+// uncached content with no restart of regcache; break the secret: the set
+// turns Unhealthy with the reason, uncached pulls fail naming the set,
+// cached content is still served; admin requests that fail (a wrong token,
+// a password given where a reference belongs, unknown sets and fields).
+//
+// Then secret hygiene: the server runs with debug logging, and no secret
+// value, in clear or base64 (as Basic auth carries it), may be found in
+// its log, in any header or body of any response it gave (pulls, errors,
+// the admin API, /metrics), in the CLI outputs, or in any file of its data
+// directory.
 func TestCredentialSets(t *testing.T) {
 	t.Parallel()
 	bin := peers.BuildRegcache(t)
 	for _, b := range credBackends {
 		t.Run(b.name, func(t *testing.T) {
 			t.Parallel()
-			f := &credFlow{bin: bin, dir: t.TempDir()}
+			f := &credFlow{bin: bin, dir: t.TempDir(), scan: newSecretScan()}
 			f.user, f.pass1, f.pass2 = randomSecret(t, "user"), randomSecret(t, "pass1"), randomSecret(t, "pass2")
 			f.addSecret(f.user, f.pass1, f.pass2)
 			htpasswd := filepath.Join(f.dir, "htpasswd")
@@ -257,10 +282,11 @@ func TestCredentialSets(t *testing.T) {
 			v1 := peers.SeedImage(t, up.Host+"/library/app:v1", false, seedAuth)
 			v2 := peers.SeedImage(t, up.Host+"/library/app:v2", true, seedAuth)
 			peers.SeedImage(t, up.Host+"/library/app:v3", true, seedAuth)
+			peers.SeedImage(t, up.Host+"/library/app:v4", true, seedAuth)
 
 			userRef, passRef, args, env := b.setup(t, f)
 			f.rc = peers.StartRegcacheWith(t, bin, peers.ServeOptions{Env: env},
-				append([]string{"--upstream", "docker.io=" + up.URL(), "--credential-health-interval", "500ms"}, args...)...)
+				append([]string{"--upstream", "docker.io=" + up.URL(), "--credential-health-interval", "500ms", "--log-level", "debug"}, args...)...)
 
 			f.must(t, "credential-set", "create", "-n", "HubCreds", "-l", "docker.io", "-u", userRef, "-p", passRef)
 			if b.afterCreate != nil {
@@ -274,11 +300,14 @@ func TestCredentialSets(t *testing.T) {
 			}
 
 			// The pull succeeds through the set; without it, UNAUTHORIZED.
-			checkImage(t, f.rc.Addr+"/app:v1", v1)
-			checkOCIError(t, "GET", f.rc.URL()+"/v2/anon/app/manifests/v1", http.StatusUnauthorized, "UNAUTHORIZED")
+			f.pull(t, f.rc.Addr+"/app:v1", v1)
+			if code, body := f.request(t, "GET", "/v2/anon/app/manifests/v1", "", false); code != http.StatusUnauthorized || !strings.Contains(body, `"UNAUTHORIZED"`) {
+				t.Fatalf("pull without the set: %d %s; want 401 UNAUTHORIZED", code, body)
+			}
 			if _, stderr, code := f.cli(t, "credential-set", "delete", "-n", "HubCreds"); code == 0 || !strings.Contains(stderr, "HubApp") {
 				t.Fatalf("delete of a set in use: exit %d, %s; want refused naming the rule", code, stderr)
 			}
+			f.adminErrors(t, userRef)
 
 			// Rotate: the upstream and the secret get a new password.
 			writeHtpasswd(t, htpasswd, f.user, f.pass2)
@@ -287,8 +316,12 @@ func TestCredentialSets(t *testing.T) {
 			if !acceptsPassword(t, up, f.user, f.pass2) || acceptsPassword(t, up, f.user, f.pass1) {
 				t.Fatalf("docker-registry did not switch to the rotated password in its htpasswd file")
 			}
+			// Until the secret follows, the upstream refuses the old one.
+			if code, body := f.request(t, "GET", "/v2/app/manifests/v4", "", false); code != http.StatusUnauthorized {
+				t.Fatalf("pull with the old password: %d %s; want 401", code, body)
+			}
 			b.rotate(t, f)
-			checkImage(t, f.rc.Addr+"/app:v2", v2) // uncached, no regcache restart
+			f.pull(t, f.rc.Addr+"/app:v2", v2) // uncached, no regcache restart
 			f.waitState(t, credentials.StateHealthy, "")
 
 			// Break the secret.
@@ -298,52 +331,67 @@ func TestCredentialSets(t *testing.T) {
 				t.Fatalf("show table does not give the reason:\n%s", out)
 			}
 			t.Logf("unhealthy: %s", s.Status.Reason)
-			resp, body := get(t, f.rc.URL()+"/v2/app/manifests/v3")
+			code, body := f.request(t, "GET", "/v2/app/manifests/v3", "", false)
 			// The client learns which set and where an operator looks; the
 			// reason (a secret's location) stays with the operator.
-			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(body, `"UNAUTHORIZED"`) || !strings.Contains(body, `credential set \"HubCreds\"`) ||
+			if code != http.StatusUnauthorized || !strings.Contains(body, `"UNAUTHORIZED"`) || !strings.Contains(body, `credential set \"HubCreds\"`) ||
 				!strings.Contains(body, "credential-set show -n HubCreds") || strings.Contains(body, reason) {
-				t.Fatalf("pull of uncached content through the broken set: %d %s; want UNAUTHORIZED naming the set and where to look, not the reason", resp.StatusCode, body)
+				t.Fatalf("pull of uncached content through the broken set: %d %s; want UNAUTHORIZED naming the set and where to look, not the reason", code, body)
 			}
-			checkImage(t, f.rc.Addr+"/app:v1", v1) // cached content is still served
-			checkImage(t, f.rc.Addr+"/app:v2", v2)
+			f.pull(t, f.rc.Addr+"/app:v1", v1) // cached content is still served
+			f.pull(t, f.rc.Addr+"/app:v2", v2)
 
 			// Secret hygiene.
 			if f.vault != nil {
 				f.addSecret(f.vault.IssuedTokens(t)...)
 			}
-			for _, path := range []string{"/admin/v1/credential-sets", "/admin/v1/credential-sets/HubCreds", "/admin/v1/credential-sets-policy", "/admin/v1/cache-rules"} {
-				req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, f.rc.URL()+path, nil)
-				req.Header.Set("Authorization", "Bearer "+f.rc.Token())
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
+			for _, path := range []string{"/admin/v1/credential-sets", "/admin/v1/credential-sets/HubCreds", "/admin/v1/cache-rules", "/admin/v1/cache-rules/HubApp"} {
+				if code, body := f.request(t, "GET", path, "", true); code != http.StatusOK {
+					t.Errorf("GET %s: %d %s", path, code, body)
 				}
-				raw, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				f.captured.WriteString("GET " + path + "\n" + string(raw) + "\n")
 			}
-			if resp, body := get(t, f.rc.URL()+"/metrics"); resp.StatusCode == http.StatusOK {
-				f.captured.WriteString("GET /metrics\n" + body)
-			} else {
-				t.Logf("no /metrics to search (status %d)", resp.StatusCode)
+			f.request(t, "GET", "/admin/v1/credential-sets-policy", "", true) // 404 without vault:// references
+			if code, _ := f.request(t, "GET", "/metrics", "", false); code != http.StatusOK {
+				t.Logf("no /metrics to search (status %d)", code)
 			}
 			f.rc.Stop()
-			checkNoSecrets(t, f)
+			f.scan.check(t, f.rc.Logs(), f.rc.DataDir)
 		})
 	}
 }
 
-func get(t *testing.T, url string) (*http.Response, string) {
+// adminErrors sends admin requests that fail, each of which must answer
+// its error without a secret value: the CLI and the API given a user name
+// or password where a reference belongs, a body carrying a password in a
+// field that does not exist, trailing data, a wrong admin token, unknown
+// sets and rules, a conflict.
+func (f *credFlow) adminErrors(t *testing.T, userRef string) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	if _, stderr, code := f.cli(t, "credential-set", "create", "-n", "Literal", "-l", "docker.io", "-u", userRef, "-p", f.pass1); code == 0 || !strings.Contains(stderr, "passwordSecretIdentifier") {
+		t.Errorf("credential-set create with a password as the reference: exit %d, %s; want refused naming the field", code, stderr)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp, string(b)
+	if _, stderr, code := f.cli(t, "credential-set", "update", "-n", "HubCreds", "-u", f.user); code == 0 || !strings.Contains(stderr, "usernameSecretIdentifier") {
+		t.Errorf("credential-set update with a user name as the reference: exit %d, %s; want refused naming the field", code, stderr)
+	}
+	for _, c := range []struct {
+		method, path, body string
+		token              bool
+		status             int
+	}{
+		{"POST", "/admin/v1/credential-sets", `{"name":"Literal","loginServer":"docker.io","password":"` + f.pass1 + `"}`, true, http.StatusBadRequest},
+		{"POST", "/admin/v1/credential-sets", `{"name":"Literal","loginServer":"docker.io","usernameSecretIdentifier":"` + f.user + `","passwordSecretIdentifier":"` + f.pass1 + `"}`, true, http.StatusBadRequest},
+		{"PATCH", "/admin/v1/credential-sets/HubCreds", `{"passwordSecretIdentifier":"` + f.pass2 + `"}`, true, http.StatusBadRequest},
+		{"PATCH", "/admin/v1/credential-sets/HubCreds", `{"passwordSecretIdentifier":"env://REGCACHE_SECRET_OK"} {"password":"` + f.pass2 + `"}`, true, http.StatusBadRequest},
+		{"GET", "/admin/v1/credential-sets/NoSuchSet", "", true, http.StatusNotFound},
+		{"GET", "/admin/v1/credential-sets/NoSuchSet/policy", "", true, http.StatusNotFound},
+		{"DELETE", "/admin/v1/cache-rules/NoSuchRule", "", true, http.StatusNotFound},
+		{"GET", "/admin/v1/credential-sets", "", false, http.StatusUnauthorized},
+		{"POST", "/admin/v1/cache-rules", `{"name":"HubApp","sourceRepository":"docker.io/library/app","targetRepository":"app","credentialSetName":"HubCreds"}`, true, http.StatusConflict},
+	} {
+		if code, body := f.request(t, c.method, c.path, c.body, c.token); code != c.status {
+			t.Errorf("%s %s: %d %s; want %d", c.method, c.path, code, body, c.status)
+		}
+	}
 }
 
 // acceptsPassword reports whether the upstream accepts user:pass.
@@ -357,38 +405,4 @@ func acceptsPassword(t *testing.T, up *peers.Upstream, user, pass string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-// checkNoSecrets searches the server log, every captured CLI output and
-// admin response, /metrics and every file of the data directory for the
-// secret values.
-func checkNoSecrets(t *testing.T, f *credFlow) {
-	t.Helper()
-	f.mu.Lock()
-	haystacks := map[string]string{"server log": f.rc.Logs(), "CLI outputs and admin responses": f.captured.String()}
-	secrets := append([]string(nil), f.secrets...)
-	f.mu.Unlock()
-	filepath.WalkDir(f.rc.DataDir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Errorf("read %s: %v", path, err)
-			return nil
-		}
-		haystacks[path] = string(b)
-		return nil
-	})
-	if _, ok := haystacks[filepath.Join(f.rc.DataDir, "meta.db")]; !ok {
-		t.Errorf("no meta.db in %s", f.rc.DataDir)
-	}
-	for what, text := range haystacks {
-		for _, s := range secrets {
-			if s != "" && strings.Contains(text, s) {
-				t.Errorf("a secret value appears in %s", what)
-			}
-		}
-	}
-	t.Logf("searched %d places for %d secret values", len(haystacks), len(secrets))
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"crypto/rand"
 	"crypto/tls"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -272,4 +273,17 @@ func TestTLS(t *testing.T) {
 			t.Fatalf("the renewed certificate was not served within 15s:\n%s", rc.Logs())
 		}
 	}
+}
+
+// get GETs url and returns the response with its whole body.
+func get(t *testing.T, url string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
 }

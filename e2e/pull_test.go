@@ -163,7 +163,13 @@ func parse(t *testing.T, ref string) name.Reference {
 // manifest and every blob are byte-identical to the upstream's.
 func checkImage(t *testing.T, ref string, want peers.Image) {
 	t.Helper()
-	desc, err := remote.Get(parse(t, ref), remote.WithContext(t.Context()))
+	checkImageWith(t, ref, want)
+}
+
+// checkImageWith is checkImage with options for remote.Get (a transport).
+func checkImageWith(t *testing.T, ref string, want peers.Image, opts ...remote.Option) {
+	t.Helper()
+	desc, err := remote.Get(parse(t, ref), append([]remote.Option{remote.WithContext(t.Context())}, opts...)...)
 	if err != nil {
 		t.Fatalf("pull %s: %v", ref, err)
 	}

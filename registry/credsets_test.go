@@ -21,14 +21,20 @@ const setsPath = "/admin/v1/credential-sets"
 // newCredStack is regcache with a real credentials.Manager (env:// secrets
 // from a fixed environment), wired as serve wires it; the upstream
 // docker.io is a registry that needs no credentials.
-func newCredStack(t *testing.T) *stack {
+func newCredStack(t testing.TB) *stack {
 	t.Helper()
-	return newCredStackWith(t, stackConfig{})
+	return newCredStackLog(t, io.Discard)
+}
+
+// newCredStackLog is newCredStack writing the server's log to w.
+func newCredStackLog(t testing.TB, w io.Writer) *stack {
+	t.Helper()
+	return newCredStackWith(t, stackConfig{logs: w})
 }
 
 // newCredStackWith is newCredStack logging to sc.logs and trusting the
 // proxies sc.trusted.
-func newCredStackWith(t *testing.T, sc stackConfig) *stack {
+func newCredStackWith(t testing.TB, sc stackConfig) *stack {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -82,7 +88,7 @@ func newCredStackWith(t *testing.T, sc stackConfig) *stack {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &stack{url: srv.URL, store: store, blobs: blobs}
+	return &stack{url: srv.URL, handler: h, store: store, blobs: blobs}
 }
 
 func TestCredentialSetsAdmin(t *testing.T) {

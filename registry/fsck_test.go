@@ -108,6 +108,8 @@ func TestFsckOnline(t *testing.T) {
 	if resp, body := do(t, http.MethodGet, blobURL, nil, nil); resp.StatusCode != http.StatusOK || !bytes.Equal(body, layer) {
 		t.Errorf("pull after the repair: %s, %d bytes; want the true layer fetched again", resp.Status, len(body))
 	}
+	// The fill commits (fsync, rename) just after the client got the bytes.
+	waitStored(t, s, digestOf(layer))
 	resp, events := fsckEvents(t, s, `{"repair":false}`)
 	if r := events[len(events)-1].Report; resp.StatusCode != http.StatusOK || r == nil || len(r.Problems) != 0 || r.Blobs != 2 {
 		t.Errorf("fsck after the repair and the pull: %s %+v; want 2 blobs and no problem", resp.Status, events[len(events)-1])

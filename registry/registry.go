@@ -100,6 +100,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.credentialSetRoutes(mux)
 	s.gcRoutes(mux)
 	s.fsckRoutes(mux)
+	s.debugRoutes(mux)
 	return s.accessLog(mux), nil
 }
 

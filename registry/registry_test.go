@@ -40,7 +40,7 @@ const testToken = "test-admin-token-0123456789"
 var hubRule = cache.Rule{Name: "hub-library", Source: "docker.io/library/*", Target: "hub/*"}
 
 // newUpstream starts go-containerregistry's in-memory registry.
-func newUpstream(t *testing.T) *httptest.Server {
+func newUpstream(t testing.TB) *httptest.Server {
 	t.Helper()
 	s := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(s.Close)
@@ -85,15 +85,16 @@ type stackConfig struct {
 
 // stack is regcache built as `regcache serve` builds it, served by httptest.
 type stack struct {
-	url   string
-	store *cache.Store
-	blobs *storage.Blobs
-	meta  *storage.Meta
-	dir   string // the data directory: blobs, meta.db, quarantine
-	fsck  *storage.Checker
+	url     string
+	handler http.Handler // what srv serves, for in-process requests
+	store   *cache.Store
+	blobs   *storage.Blobs
+	meta    *storage.Meta
+	dir     string // the data directory: blobs, meta.db, quarantine
+	fsck    *storage.Checker
 }
 
-func newStack(t *testing.T, sc stackConfig) *stack {
+func newStack(t testing.TB, sc stackConfig) *stack {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -152,11 +153,11 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close) // runs before meta.Close
-	return &stack{url: srv.URL, store: store, blobs: blobs, meta: meta, dir: dir, fsck: fsck}
+	return &stack{url: srv.URL, handler: h, store: store, blobs: blobs, meta: meta, dir: dir, fsck: fsck}
 }
 
 // pushImage writes img to the upstream as repo:tag.
-func pushImage(t *testing.T, up *httptest.Server, repoTag string, img v1.Image) {
+func pushImage(t testing.TB, up *httptest.Server, repoTag string, img v1.Image) {
 	t.Helper()
 	ref, err := name.ParseReference(hostOf(up)+"/"+repoTag, name.Insecure)
 	if err != nil {
@@ -179,7 +180,7 @@ func pushIndex(t *testing.T, up *httptest.Server, repoTag string, idx v1.ImageIn
 }
 
 // do sends one request and returns the response with its whole body.
-func do(t *testing.T, method, url string, header map[string]string, body io.Reader) (*http.Response, []byte) {
+func do(t testing.TB, method, url string, header map[string]string, body io.Reader) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequestWithContext(t.Context(), method, url, body)
 	if err != nil {
@@ -219,7 +220,7 @@ func ociCode(t *testing.T, body []byte) string {
 }
 
 // upstreamManifest GETs a manifest straight from the upstream.
-func upstreamManifest(t *testing.T, up *httptest.Server, repo, ref string) (mediaType string, raw []byte) {
+func upstreamManifest(t testing.TB, up *httptest.Server, repo, ref string) (mediaType string, raw []byte) {
 	t.Helper()
 	resp, body := do(t, http.MethodGet, up.URL+"/v2/"+repo+"/manifests/"+ref, map[string]string{"Accept": strings.Join([]string{
 		string(types.OCIImageIndex), string(types.OCIManifestSchema1), string(types.DockerManifestList), string(types.DockerManifestSchema2),
@@ -230,7 +231,7 @@ func upstreamManifest(t *testing.T, up *httptest.Server, repo, ref string) (medi
 	return resp.Header.Get("Content-Type"), body
 }
 
-func layerBytes(t *testing.T, img v1.Image) (string, []byte) {
+func layerBytes(t testing.TB, img v1.Image) (string, []byte) {
 	t.Helper()
 	layers, err := img.Layers()
 	if err != nil {

@@ -202,3 +202,43 @@ func TestUpstreamRedirects(t *testing.T) {
 		}
 	})
 }
+
+// A client naming one upstream image by source (containerd's ns, a
+// path-prefixed mirror) is never served another: a wildcard rule does not
+// route a source to a local name that another rule owns (here hub/redis,
+// the static target of docker.io/bitnami/redis, which hub-library would
+// give docker.io/library/redis).
+func TestRoutedNameNeverServesAnotherImage(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(t)
+	library, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bitnami, err := random.Image(512, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pushImage(t, up, "library/redis:v1", library)
+	pushImage(t, up, "bitnami/redis:v1", bitnami)
+	_, bitnamiManifest := upstreamManifest(t, up, "bitnami/redis", "v1")
+	static := cache.Rule{Name: "bitnami-redis", Source: "docker.io/bitnami/redis", Target: "hub/redis"}
+	s := newStack(t, stackConfig{upstreams: map[string]string{"docker.io": up.URL}, rules: []cache.Rule{hubRule, static}})
+
+	if resp, body := do(t, "GET", s.url+"/v2/hub/redis/manifests/v1", nil, nil); resp.StatusCode != 200 || string(body) != string(bitnamiManifest) {
+		t.Fatalf("hub/redis:v1: %s; want docker.io/bitnami/redis:v1", resp.Status)
+	}
+	for _, path := range []string{
+		"/v2/library/redis/manifests/v1?ns=docker.io",
+		"/v2/redis/manifests/v1?ns=docker.io",
+		"/v2/docker.io/library/redis/manifests/v1",
+	} {
+		resp, body := do(t, "GET", s.url+path, nil, nil)
+		if string(body) == string(bitnamiManifest) {
+			t.Errorf("GET %s (docker.io/library/redis) answered %s with docker.io/bitnami/redis's manifest", path, resp.Status)
+		}
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s answered %s, want 404: no rule serves docker.io/library/redis under a name of its own", path, resp.Status)
+		}
+	}
+}
