@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -73,6 +74,10 @@ var ociErrors = []ociError{
 	{storage.ErrSizeMismatch, "SIZE_INVALID", http.StatusBadRequest},
 }
 
+// statusClientClosed is recorded for a request whose client went away
+// before the answer (nginx's convention; never sent).
+const statusClientClosed = 499
+
 // codeOf returns the OCI code and HTTP status of err: UNKNOWN and 500 when
 // no row matches.
 func codeOf(err error) (string, int) {
@@ -96,6 +101,14 @@ type errorEntry struct {
 
 // writeOCIError writes err as a spec error body with its status.
 func writeOCIError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		// The client went away while regcache worked for it: nothing
+		// failed here and nobody reads an answer. The access log records
+		// nginx's 499, client closed request.
+		log.Debug("client went away", "method", r.Method, "path", r.URL.Path, "err", err)
+		w.WriteHeader(statusClientClosed)
+		return
+	}
 	code, status := codeOf(err)
 	if status >= 500 {
 		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
