@@ -56,7 +56,7 @@ func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.Ha
 		if err := h(w, r); err != nil {
 			status, body := adminError(err)
 			if status >= 500 {
-				s.Log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+				s.Log.ErrorContext(r.Context(), "admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
 			writeJSON(w, status, map[string]AdminError{"error": body})
 		}
@@ -191,7 +191,7 @@ func (s *server) createRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.Log.Info("cache rule created", "rule", rule.Name, "source", rule.Source, "target", rule.Target, "credentialSet", rule.CredentialSet)
+	s.Log.InfoContext(r.Context(), "cache rule created", "rule", rule.Name, "source", rule.Source, "target", rule.Target, "credentialSet", rule.CredentialSet)
 	writeJSON(w, http.StatusCreated, s.view(rule))
 	return nil
 }
@@ -211,7 +211,7 @@ func (s *server) updateRule(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.Log.Info("cache rule updated", "rule", rule.Name, "credentialSet", rule.CredentialSet, "tagTTL", rule.TagTTL)
+	s.Log.InfoContext(r.Context(), "cache rule updated", "rule", rule.Name, "credentialSet", rule.CredentialSet, "tagTTL", rule.TagTTL)
 	writeJSON(w, http.StatusOK, s.view(rule))
 	return nil
 }
@@ -221,7 +221,7 @@ func (s *server) deleteRule(w http.ResponseWriter, r *http.Request) error {
 	if err := s.Rules.Delete(r.Context(), name); err != nil {
 		return err
 	}
-	s.Log.Info("cache rule deleted", "rule", name)
+	s.Log.InfoContext(r.Context(), "cache rule deleted", "rule", name)
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

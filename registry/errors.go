@@ -92,7 +92,7 @@ type errorEntry struct {
 func writeOCIError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	code, status := codeOf(err)
 	if status >= 500 {
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
 	}
 	h := w.Header()
 	h.Del("Content-Length")

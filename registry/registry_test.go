@@ -29,6 +29,7 @@ import (
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/registry"
+	"github.com/regcache/regcache/requestid"
 	"github.com/regcache/regcache/storage"
 	"github.com/regcache/regcache/uploads"
 )
@@ -39,7 +40,7 @@ const testToken = "test-admin-token-0123456789"
 var hubRule = cache.Rule{Name: "hub-library", Source: "docker.io/library/*", Target: "hub/*"}
 
 // newUpstream starts go-containerregistry's in-memory registry.
-func newUpstream(t *testing.T) *httptest.Server {
+func newUpstream(t testing.TB) *httptest.Server {
 	t.Helper()
 	s := httptest.NewServer(ggcr.New(ggcr.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(s.Close)
@@ -75,21 +76,34 @@ type stackConfig struct {
 	local     bool              // accept pushes into local repositories
 	localNS   []string          // local namespaces
 	defReg    string            // default registry
+	logs      io.Writer         // debug logs with request IDs (default: none)
+	observer  observer          // told about requests and the cache (default: none)
+}
+
+// observer is what metrics.Metrics is to the puller and the handler.
+type observer interface {
+	cache.Observer
+	registry.Observer
 }
 
 // stack is regcache built as `regcache serve` builds it, served by httptest.
 type stack struct {
-	url   string
-	store *cache.Store
-	blobs *storage.Blobs
-	meta  *storage.Meta
+	url     string
+	handler http.Handler
+	puller  *cache.Puller
+	store   *cache.Store
+	blobs   *storage.Blobs
+	meta    *storage.Meta
 }
 
-func newStack(t *testing.T, sc stackConfig) *stack {
+func newStack(t testing.TB, sc stackConfig) *stack {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if sc.logs != nil {
+		logger = slog.New(requestid.Handler(slog.NewTextHandler(sc.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	}
 	blobs, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -119,9 +133,9 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	if _, err := store.SetLocalNamespaces(sc.localNS); err != nil {
 		t.Fatal(err)
 	}
-	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg})
+	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg, Observer: sc.observer})
 	t.Cleanup(puller.Close)
-	cfg := registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits}
+	cfg := registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits, Observer: sc.observer}
 	if sc.local {
 		sessions, err := uploads.New(ctx, blobs, meta, uploads.Options{}, logger)
 		if err != nil {
@@ -135,11 +149,11 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close) // runs before meta.Close
-	return &stack{url: srv.URL, store: store, blobs: blobs, meta: meta}
+	return &stack{url: srv.URL, handler: h, puller: puller, store: store, blobs: blobs, meta: meta}
 }
 
 // pushImage writes img to the upstream as repo:tag.
-func pushImage(t *testing.T, up *httptest.Server, repoTag string, img v1.Image) {
+func pushImage(t testing.TB, up *httptest.Server, repoTag string, img v1.Image) {
 	t.Helper()
 	ref, err := name.ParseReference(hostOf(up)+"/"+repoTag, name.Insecure)
 	if err != nil {
