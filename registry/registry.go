@@ -1,6 +1,7 @@
 // Package registry holds every HTTP surface of regcache: the OCI
-// distribution API (/v2/), the admin API (/admin/v1/) and health endpoints.
-// It parses, maps errors and streams; cache policy lives in package cache.
+// distribution API (/v2/), the admin API (/admin/v1/), health endpoints,
+// /metrics and the status page (/ui/). It parses, maps errors and streams;
+// cache policy lives in package cache.
 package registry
 
 import (
@@ -67,6 +68,11 @@ type Config struct {
 	GC GarbageCollector
 	// Observer is told about every answered request (optional; metrics).
 	Observer Observer
+	// Metrics serves GET /metrics (optional; see observability.go).
+	Metrics http.Handler
+	// Status serves GET /admin/v1/status and the status page under /ui/
+	// (optional; see observability.go and ui.go).
+	Status StatusSource
 }
 
 type server struct {
@@ -91,6 +97,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.adminRoutes(mux)
 	s.credentialSetRoutes(mux)
 	s.gcRoutes(mux)
+	s.observabilityRoutes(mux)
 	return s.accessLog(mux), nil
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/registry"
+	"github.com/regcache/regcache/status"
 	"github.com/regcache/regcache/storage"
 )
 
@@ -90,7 +91,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	// Health checks and Vault token renewal run until the server stopped.
 	defer background(ctx, creds.Run)()
-	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry, MaxFills: cfg.Limits.MaxUpstreamFetches})
+	version := newVersionInfo(readBuildInfo()).Version
+	obs, err := newObservability(cfg, version)
+	if err != nil {
+		return err
+	}
+	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry,
+		MaxFills: cfg.Limits.MaxUpstreamFetches, Observer: obs.cacheObserver()})
 	defer puller.Close() // before meta closes: fills link what they commit
 	// Access times are flushed periodically and once more after the last
 	// request finished.
@@ -100,8 +107,25 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	defer repos.stop()
-	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
-		Local: repos.Repos, GC: repos.Repos, Limits: limits})
+	rc := registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
+		Local: repos.Repos, GC: repos.Repos, Limits: limits}
+	src := status.Sources{Rules: rules, Fills: puller, CredentialSets: creds, Store: blobs, Uploads: repos.sessions}
+	if err := obs.wire(cfg, src, version, time.Now(), &rc); err != nil {
+		return err
+	}
+	// The store's usage is counted once, in the background, then followed.
+	defer background(ctx, func(ctx context.Context) {
+		if err := blobs.CountUsage(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("counting the store's blobs failed: its usage stays unknown", "err", err)
+		}
+	})()
+	defer background(ctx, obs.run)()
+	stopMetrics, err := obs.serveMetrics(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	handler, err := registry.New(rc)
 	if err != nil {
 		return err
 	}
