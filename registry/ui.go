@@ -105,7 +105,7 @@ func (p *statusPage) page(w http.ResponseWriter, r *http.Request) {
 		p.loginForm(w, http.StatusUnauthorized, "")
 		return
 	}
-	v := newStatusView(p.s.Status.Status(r.Context()), p.now())
+	v := newStatusView(p.s.Status.Status(r.Context()))
 	headers(w)
 	p.render(w, "status.html", v)
 }

@@ -1,6 +1,7 @@
 package registry_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -223,5 +224,68 @@ func TestStatusPageShowsTheSummary(t *testing.T) {
 				t.Error("no empty state without rules")
 			}
 		})
+	}
+}
+
+// fixedStatus is a StatusSource answering one summary: the page is a
+// function of it.
+type fixedStatus struct{ s status.Summary }
+
+func (f fixedStatus) Status(context.Context) status.Summary { return f.s }
+
+// TestStatusPageCharts renders a busy hour: a bar per minute with reads
+// (none for the quiet minutes), two stacked bars per minute with bytes
+// under a round top of scale, rate limits, evictions against the store's
+// limit, a failing upstream.
+func TestStatusPageCharts(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 4, 1, 12, 30, 20, 0, time.UTC)
+	s := status.Summary{Version: "v1.4.0", StartedAt: now.Add(-50 * time.Hour), GeneratedAt: now, Problems: []string{},
+		Store:      status.Store{Counted: true, Bytes: 42 << 30, Blobs: 12345, LimitBytes: 50 << 30, Evicted: &status.Evicted{Blobs: 321, Bytes: 9 << 30}},
+		RateLimits: []status.RateLimit{{Upstream: "docker.io", CredentialSet: "hub", Remaining: 87, Limit: 200}},
+		Upstreams:  []status.Upstream{{Name: "ghcr.io", State: status.UpstreamFailing, LastStatus: 503, LastError: "GET ghcr.io answered 503 Service Unavailable"}},
+	}
+	withReads, withBytes := 0, 0
+	for i := 59; i >= 0; i-- {
+		m := status.Minute{Start: now.Truncate(time.Minute).Add(-time.Duration(i) * time.Minute)}
+		if i%7 != 0 {
+			m.Hits, m.Misses, m.StoreBytes, m.FetchedBytes = 90, 10, 600<<20, 300<<20
+			withReads++
+			withBytes++
+		}
+		s.LastHour.Minutes = append(s.LastHour.Minutes, m)
+	}
+	st := newStack(t, stackConfig{})
+	h, err := registry.New(registry.Config{Backend: st.puller, Rules: st.store, AdminToken: testToken,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Status: fixedStatus{s}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	resp, body := getUI(t, srv.URL+"/ui/", nil, "Authorization", "Bearer "+testToken)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /ui/: %d\n%s", resp.StatusCode, body)
+	}
+	ratio := body[strings.Index(body, `<svg id="ratio-chart"`):strings.Index(body, `<svg id="bytes-chart"`)]
+	if got := strings.Count(ratio, `<rect class="good"`); got != withReads {
+		t.Errorf("%d hit-ratio bars, want %d (one per minute with reads, 90%%: good)", got, withReads)
+	}
+	bytesChart := body[strings.Index(body, `<svg id="bytes-chart"`):]
+	bytesChart = bytesChart[:strings.Index(bytesChart, "</svg>")]
+	if saved, fetched := strings.Count(bytesChart, `class="saved"`), strings.Count(bytesChart, `class="fetched"`); saved != withBytes || fetched != withBytes {
+		t.Errorf("bytes bars: %d saved, %d fetched; want %d each", saved, fetched, withBytes)
+	}
+	for _, want := range []string{
+		`<span>1.0 GiB</span>`, // 900 MiB a minute: the scale tops at 1 GiB, not 1000 MiB
+		`<tr><td class="name">docker.io</td><td data-label="Credential set">hub</td><td data-label="Remaining" class="num">87</td>`,
+		`of 50.0 GiB limit · 321 evicted (9.0 GiB)`,
+		`<svg class="meter warn"`, // 84% of the limit
+		`data-state="failing"`, `GET ghcr.io answered 503 Service Unavailable`,
+		`up 2d 2h`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the page lacks %s", want)
+		}
 	}
 }

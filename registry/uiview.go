@@ -61,7 +61,9 @@ type upstreamView struct {
 	Class, Contact, Fetched string
 }
 
-func newStatusView(s status.Summary, now time.Time) statusView {
+// newStatusView lays out s; times are told relative to when s was made.
+func newStatusView(s status.Summary) statusView {
+	now := s.GeneratedAt
 	v := statusView{S: s, Refresh: refreshSeconds, Generated: s.GeneratedAt.Format("15:04:05 MST"),
 		Uptime: status.Duration(now.Sub(s.StartedAt)), Healthy: len(s.Problems) == 0,
 		Saved: status.Bytes(s.LastHour.StoreBytes), Fetched: status.Bytes(s.LastHour.FetchedBytes),
@@ -225,6 +227,9 @@ func niceCeil(n int64) int64 {
 	}
 	for _, f := range []int64{1, 2, 5, 10} {
 		if f*p >= v {
+			if f*p >= 1000 && unit < 1<<50 {
+				return unit << 10 // 1 of the next unit, not 1000 of this one
+			}
 			return f * p * unit
 		}
 	}

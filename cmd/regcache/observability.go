@@ -89,6 +89,17 @@ func newObservability(cfg Config, version string) (*observability, error) {
 	return o, nil
 }
 
+// where says where /metrics is served, for the start-up log line.
+func (o *observability) where(cfg Config) string {
+	switch {
+	case o.metrics == nil:
+		return "off"
+	case cfg.Metrics.Listen != "":
+		return cfg.Metrics.Listen + "/metrics"
+	}
+	return "/metrics"
+}
+
 // cacheObserver is the puller's observer, nil without metrics.
 func (o *observability) cacheObserver() cache.Observer {
 	if o.metrics == nil {

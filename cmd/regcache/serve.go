@@ -139,7 +139,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("regcache serving", "addr", ln.Addr().String(), "scheme", scheme, "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
 		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry, "localNamespaces", localNS,
-		"openFiles", openFiles, "maxConns", limits.MaxConns, "maxConnsPerAddress", limits.MaxConnsPerAddress)
+		"openFiles", openFiles, "maxConns", limits.MaxConns, "maxConnsPerAddress", limits.MaxConnsPerAddress, "metrics", obs.where(cfg))
 	errc := make(chan error, 1)
 	go func() {
 		if certs != nil {
