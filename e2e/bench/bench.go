@@ -106,7 +106,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		Machine: describeMachine(ctx),
 		Config: RunConfig{
 			Layers: b.opts.Layers, LayerSize: b.opts.LayerSize, Clients: b.opts.Clients,
-			BigBlobSize: b.opts.BigBlobSize, Verify: b.opts.Verify,
+			BigBlobSize: b.opts.BigBlobSize, Verify: b.opts.Verify, RegcacheMetrics: b.opts.RegcacheMetrics,
 			ImageBytes: b.app.Bytes(), BigImageBytes: b.big.Bytes(),
 			Revision: gitRevision(ctx, root), Started: started.UTC().Format(time.RFC3339),
 		},
@@ -264,7 +264,7 @@ func (b *bench) withCache(ctx context.Context, server string, f func(*child) err
 		defer os.Remove(cfg)
 		spec.bin = filepath.Join(b.binDir, "regcache")
 		spec.args = func(addr string) []string {
-			return []string{"serve", "--config", cfg, "--listen", addr, "--data-dir", data}
+			return []string{"serve", "--config", cfg, "--listen", addr, "--data-dir", data, fmt.Sprintf("--metrics=%t", b.opts.RegcacheMetrics)}
 		}
 		spec.drop = []string{"REGCACHE_"}
 	case srvDistribution:

@@ -68,8 +68,11 @@ type Options struct {
 	WorkDir     string
 	Keep        bool
 	Verify      bool
-	Servers     []string
-	Scenarios   []string
+	// RegcacheMetrics runs regcache with its metrics on (the default) or
+	// off (--metrics=false), to measure what they cost.
+	RegcacheMetrics bool
+	Servers         []string
+	Scenarios       []string
 }
 
 func parseFlags(args []string, stderr io.Writer) (Options, error) {
@@ -88,6 +91,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.WorkDir, "work-dir", "", "directory for binaries, blobs and data directories (default: a new temporary directory, removed at the end)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the work directory (with the servers' logs) at the end")
 	fs.BoolVar(&o.Verify, "verify", true, "clients check the size and sha256 digest of every body they read")
+	fs.BoolVar(&o.RegcacheMetrics, "regcache-metrics", true, "run regcache with its Prometheus metrics on; false runs it with --metrics=false, to compare two runs")
 	servers := fs.String("servers", "", "comma-separated subset of servers to run: "+strings.Join(allServers, ","))
 	scenarios := fs.String("scenarios", "", "comma-separated subset of scenarios to run: "+strings.Join(allScenarios, ","))
 	if err := fs.Parse(args); err != nil {

@@ -56,6 +56,7 @@ type RunConfig struct {
 	Clients         int     `json:"clients"`
 	BigBlobSize     int64   `json:"big_blob_size"`
 	Verify          bool    `json:"verify"`
+	RegcacheMetrics bool    `json:"regcache_metrics"`
 	ImageBytes      int64   `json:"image_bytes"`
 	BigImageBytes   int64   `json:"big_image_bytes"`
 	Revision        string  `json:"regcache_revision"`
@@ -330,8 +331,8 @@ func markdown(r *Report) string {
 	fmt.Fprintf(&b, "Measured %s on regcache `%s` (%.0f s run).\n\n", c.Started, c.Revision, c.DurationSeconds)
 	fmt.Fprintf(&b, "- Machine: %d CPUs, %s, %.1f GiB memory, Linux %s, %s, %s; 1-minute load average %.2f when the run started (%.2f at its end, its own load included)\n",
 		m.CPUs, m.Model, m.MemoryGiB, m.Kernel, m.Go, m.OSArch, m.LoadStart, m.LoadEnd)
-	fmt.Fprintf(&b, "- Workload: image of %d x %s random layers (%s with manifest and config), %d concurrent clients, big blob %s; clients verify digests: %v\n\n",
-		c.Layers, formatSize(c.LayerSize), humanSize(c.ImageBytes), c.Clients, formatSize(c.BigBlobSize), c.Verify)
+	fmt.Fprintf(&b, "- Workload: image of %d x %s random layers (%s with manifest and config), %d concurrent clients, big blob %s; clients verify digests: %v; regcache metrics on: %v\n\n",
+		c.Layers, formatSize(c.LayerSize), humanSize(c.ImageBytes), c.Clients, formatSize(c.BigBlobSize), c.Verify, c.RegcacheMetrics)
 	b.WriteString("| target | goal | regcache | distribution proxy | regcache meets it |\n|---|---|---:|---:|---|\n")
 	for _, ra := range r.Ratios {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", ra.Name, ra.Target, fmtValue(ra.Regcache), fmtValue(ra.Distribution), fmtMet(ra.Met))
