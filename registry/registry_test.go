@@ -227,7 +227,7 @@ func upstreamManifest(t *testing.T, up *httptest.Server, repo, ref string) (medi
 	return resp.Header.Get("Content-Type"), body
 }
 
-func layerBytes(t *testing.T, img v1.Image) (string, []byte) {
+func layerBytes(t testing.TB, img v1.Image) (string, []byte) {
 	t.Helper()
 	layers, err := img.Layers()
 	if err != nil {

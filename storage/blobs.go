@@ -177,24 +177,33 @@ func (b *Blobs) Walk(ctx context.Context, fn func(BlobInfo) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		entries, err := os.ReadDir(filepath.Join(top, d.Name()))
+		if err := walkDir(filepath.Join(top, d.Name()), fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walkDir calls fn for every committed blob of one <first two hex>
+// directory.
+func walkDir(dir string, fn func(BlobInfo) error) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	for _, e := range entries {
+		if !sha256Hex.MatchString(e.Name()) {
+			continue
+		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile
+		}
 		if err != nil {
 			return fmt.Errorf("list blobs: %w", err)
 		}
-		for _, e := range entries {
-			if !sha256Hex.MatchString(e.Name()) {
-				continue
-			}
-			fi, err := e.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // removed meanwhile
-			}
-			if err != nil {
-				return fmt.Errorf("list blobs: %w", err)
-			}
-			if err := fn(BlobInfo{Digest: "sha256:" + e.Name(), Size: fi.Size(), Modified: fi.ModTime()}); err != nil {
-				return err
-			}
+		if err := fn(BlobInfo{Digest: "sha256:" + e.Name(), Size: fi.Size(), Modified: fi.ModTime()}); err != nil {
+			return err
 		}
 	}
 	return nil

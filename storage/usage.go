@@ -98,24 +98,17 @@ func (b *Blobs) countDir() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	dir := filepath.Join(b.root, "sha256", fmt.Sprintf("%02x", u.next))
-	entries, err := os.ReadDir(dir)
+	var found Usage
+	err := walkDir(dir, func(bi BlobInfo) error {
+		found.Bytes += bi.Size
+		found.Blobs++
+		return nil
+	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("count blobs: %w", err)
+		return err // the directory is counted again at the next try
 	}
-	for _, e := range entries {
-		if !sha256Hex.MatchString(e.Name()) {
-			continue
-		}
-		fi, err := e.Info()
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("count blobs: %w", err)
-		}
-		u.u.Bytes += fi.Size()
-		u.u.Blobs++
-	}
+	u.u.Bytes += found.Bytes
+	u.u.Blobs += found.Blobs
 	u.next++
 	return nil
 }
