@@ -261,7 +261,7 @@ credentialSets:
 	if o.hits != 1+len(blobs)+1 || o.misses != 1+len(blobs) || o.stale != 1 {
 		t.Fatalf("the run did %d hits, %d misses, %d stale serves", o.hits, o.misses, o.stale)
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for _, w := range want {
 		for {
 			got, err := prom.Query(t, w.query)
@@ -543,4 +543,38 @@ func promAlerts(t *testing.T, p *peers.Prometheus) (active map[string]bool, bad 
 		bad = append(bad, fmt.Sprintf("%d rules loaded, want 10", n))
 	}
 	return active, bad
+}
+
+// waitFillsDone waits until rc has no blob fill running (its status
+// summary says so): a pull returns once the client has the bytes, a
+// moment before the fill commits them to the store.
+func waitFillsDone(t *testing.T, rc *peers.Regcache) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, rc.URL()+"/admin/v1/status", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+rc.Token())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s struct {
+			Fills struct {
+				Running int `json:"running"`
+			} `json:"fills"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&s)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /admin/v1/status: %s, %v", resp.Status, err)
+		}
+		if s.Fills.Running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d fills still running after 30s", s.Fills.Running)
+		}
+	}
 }
