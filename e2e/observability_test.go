@@ -368,7 +368,7 @@ credentialSets:
 		if strings.Contains(dom, "<script") {
 			t.Error("the page carries a script")
 		}
-		for _, shot := range []struct{ name, size string }{{"status-desktop.png", "1280,1700"}, {"status-phone.png", "390,2400"}} {
+		for _, shot := range []struct{ name, size string }{{"status-desktop.png", "1280,1180"}, {"status-phone.png", "390,2600"}} {
 			chromiumPage(t, chromium, bin, rc, filepath.Join(t.ArtifactDir(), shot.name), shot.size)
 		}
 	})
