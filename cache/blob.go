@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/regcache/regcache/requestid"
 	"github.com/regcache/regcache/storage"
 )
 
@@ -18,39 +19,55 @@ const fillBufferSize = 256 << 10
 
 // Blob returns the blob digest of repo: from the store when linked to repo;
 // else, for a ruled repository, from the one fill of that digest, started
-// or joined here, streaming as bytes land.
+// or joined here, streaming as bytes land. It records where the blob came
+// from (see Outcome): a read that waited for a fill is a miss.
 func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error) {
+	src := SourceHit
 	// A few rounds at most: each either serves, or ends with the blob linked
 	// to repo (a fill committed, or stored bytes were confirmed).
 	for range 3 {
 		if c, err := p.openLinked(ctx, repo, digest); err == nil {
 			p.access.touch(digest)
+			p.answered(ctx, p.ruleOf(repo), src, true)
 			return c, nil
 		}
 		up, ruled := p.match(repo)
 		if !ruled {
 			return Content{}, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
 		}
-		f, err := p.fillFor(ctx, repo, up, digest)
-		if err != nil {
-			return Content{}, p.blobError(repo, digest, up, err)
+		c, done, err := p.blobFromFill(ctx, repo, up, digest)
+		if done || err != nil {
+			p.answered(ctx, up.rule, SourceMiss, true)
+			return c, err
 		}
-		if f == nil {
-			continue // linked meanwhile, or the bytes were already stored
-		}
-		r, ok, err := f.reader(ctx)
-		if err != nil {
-			return Content{}, p.blobError(repo, digest, up, err)
-		}
-		if ok {
-			return Content{Body: r, Size: r.size, Digest: digest}, nil
-		}
-		// Size unknown until the end: wait for the commit, then read the store.
-		if err := f.result(ctx); err != nil {
-			return Content{}, p.blobError(repo, digest, up, err)
-		}
+		src = SourceMiss
 	}
 	return Content{}, fmt.Errorf("%w: %s@%s: stored and linked, but it cannot be opened", ErrUnavailable, repo, digest)
+}
+
+// blobFromFill starts or joins the fill of digest for repo and returns a
+// reader following it (done). Not done, with no error, means the blob is
+// now linked to repo: the caller reads the store.
+func (p *Puller) blobFromFill(ctx context.Context, repo string, up upstreamRepo, digest string) (c Content, done bool, err error) {
+	f, err := p.fillFor(ctx, repo, up, digest)
+	if err != nil {
+		return Content{}, true, p.blobError(repo, digest, up, err)
+	}
+	if f == nil {
+		return Content{}, false, nil // linked meanwhile, or the bytes were already stored
+	}
+	r, ok, err := f.reader(ctx)
+	if err != nil {
+		return Content{}, true, p.blobError(repo, digest, up, err)
+	}
+	if ok {
+		return Content{Body: r, Size: r.size, Digest: digest}, true, nil
+	}
+	// Size unknown until the end: wait for the commit, then read the store.
+	if err := f.result(ctx); err != nil {
+		return Content{}, true, p.blobError(repo, digest, up, err)
+	}
+	return Content{}, false, nil
 }
 
 func (p *Puller) blobError(repo, digest string, up upstreamRepo, err error) error {
@@ -75,12 +92,15 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 	if f == nil {
 		if _, err := p.blobs.Stat(ctx, digest); errors.Is(err, storage.ErrNotFound) {
 			f = newFill(digest, up.key(), repo)
+			f.requestID = requestid.From(ctx)
 			p.fills[digest] = f
 			p.fillsMu.Unlock()
 			p.fillsRun.Add(1)
+			// The fill outlives the request, and keeps its ID in its logs.
+			fctx := requestid.With(p.life, f.requestID)
 			go func() {
 				defer p.fillsRun.Done()
-				p.runFill(p.life, f, up)
+				p.runFill(fctx, f, up)
 			}()
 			return f, nil
 		}
@@ -98,6 +118,8 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 	}
 	if f != nil {
 		if f.join(repo) {
+			p.joined(ctx, up.rule)
+			p.log.DebugContext(ctx, "joined a running fill", "repo", repo, "digest", digest, "fillRequestId", f.requestID)
 			return f, nil
 		}
 		// The fill is linking already: wait for it, then link repo too.
@@ -157,11 +179,11 @@ func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 	p.fillsMu.Unlock()
 	f.finish(err)
 	if err != nil {
-		p.storageFull(err)
-		p.log.Warn("blob fill failed", "digest", f.digest, "upstream", up.host+"/"+up.path, "err", err)
+		p.storageFull(ctx, err)
+		p.log.WarnContext(ctx, "blob fill failed", "digest", f.digest, "upstream", up.host+"/"+up.path, "err", err)
 		return
 	}
-	p.log.Info("cached blob", "digest", f.digest, "bytes", n, "duration", time.Since(start).Round(time.Millisecond),
+	p.log.InfoContext(ctx, "cached blob", "digest", f.digest, "bytes", n, "duration", time.Since(start).Round(time.Millisecond),
 		"upstream", up.host+"/"+up.path, "repos", repos)
 }
 
@@ -212,6 +234,7 @@ func (p *Puller) fetchBlob(ctx context.Context, cancel func(), f *fill, up upstr
 	defer idle.Stop()
 	body := idleReader{r: resp.Body, timer: idle, d: p.opts.IdleTimeout}
 	n, err := io.CopyBuffer(progressWriter{w: w, f: f}, body, make([]byte, fillBufferSize))
+	p.obs.Fetched(up.host, n)
 	if ctx.Err() != nil {
 		// Stalled (idle timeout), too long, or regcache stopping: say which.
 		err = context.Cause(ctx)

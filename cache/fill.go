@@ -19,8 +19,9 @@ import (
 // receives a complete body for bytes that turn out wrong. When the fill
 // fails, every reader gets the error and nothing is committed.
 type fill struct {
-	digest string
-	upKey  string // upstream repository + credential set that started it
+	digest    string
+	upKey     string // upstream repository + credential set that started it
+	requestID string // of the request that started it, for the logs of joiners
 
 	mu         sync.Mutex
 	changed    chan struct{} // closed and replaced on every state change

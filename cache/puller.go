@@ -100,6 +100,9 @@ type Options struct {
 	// rule belong to (Docker's registry-mirrors send Docker Hub paths
 	// without a registry: /v2/library/nginx/...). Empty: none.
 	DefaultRegistry string
+	// Observer is told about hits, misses, joined fills and upstream
+	// requests (metrics); nil: nobody.
+	Observer Observer
 }
 
 // Puller answers reads of local repositories: from the store when it holds
@@ -111,6 +114,7 @@ type Puller struct {
 	meta      MetaStore
 	clients   *clients
 	log       *slog.Logger
+	obs       Observer
 	opts      Options
 	fillsMu   sync.Mutex
 	fills     map[string]*fill // by digest, while running
@@ -155,9 +159,12 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.Observer == nil {
+		opts.Observer = nopObserver{}
+	}
 	p := &Puller{
-		rules: rules, endpoints: endpoints, blobs: blobs, meta: meta, log: log, opts: opts,
-		clients: &clients{base: opts.Transport, creds: creds, ttl: 10 * time.Minute, m: map[string]cachedClient{}},
+		rules: rules, endpoints: endpoints, blobs: blobs, meta: meta, log: log, obs: opts.Observer, opts: opts,
+		clients: &clients{base: opts.Transport, creds: creds, ttl: 10 * time.Minute, m: map[string]cachedClient{}, obs: opts.Observer, log: log},
 		fills:   map[string]*fill{},
 		access:  newAccessTimes(),
 	}
@@ -202,7 +209,7 @@ func (p *Puller) match(repo string) (upstreamRepo, bool) {
 	if d, err := time.ParseDuration(m.Rule.TagTTL); err == nil {
 		ttl = d
 	}
-	return upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host, tagTTL: ttl}, true
+	return upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host, tagTTL: ttl, rule: m.Rule.Name}, true
 }
 
 // Route maps a requested repository name (and the ns query parameter that
@@ -258,17 +265,27 @@ func (p *Puller) Route(ctx context.Context, name, ns string) (string, error) {
 // IsDigest reports whether a manifest reference is a digest rather than a tag.
 func IsDigest(ref string) bool { return strings.Contains(ref, ":") }
 
-// Manifest returns the manifest ref (a tag or a digest) of repo.
+// Manifest returns the manifest ref (a tag or a digest) of repo, and
+// records where it came from (see Outcome).
 func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error) {
 	up, ruled := p.match(repo)
 	if !ruled {
 		return p.localManifest(ctx, repo, ref)
 	}
+	c, src, err := p.cachedManifest(ctx, repo, up, ref)
+	p.answered(ctx, up.rule, src, true)
+	return c, err
+}
+
+// cachedManifest returns the manifest ref of repo, covered by a rule, and
+// where it came from: a failure is a miss.
+func (p *Puller) cachedManifest(ctx context.Context, repo string, up upstreamRepo, ref string) (Content, Source, error) {
 	if IsDigest(ref) {
 		if c, err := p.openLinked(ctx, repo, ref); err == nil {
-			return c, nil
+			return c, SourceHit, nil
 		}
-		return p.fetchManifest(ctx, repo, up, ref, "")
+		c, err := p.fetchManifest(ctx, repo, up, ref, "")
+		return c, SourceMiss, err
 	}
 	tag, err := p.meta.Tag(ctx, repo, ref)
 	var local Content
@@ -276,13 +293,14 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 		local, err = p.openLinked(ctx, repo, tag.Digest)
 	}
 	if err != nil {
-		return p.fetchManifest(ctx, repo, up, ref, ref)
+		c, err := p.fetchManifest(ctx, repo, up, ref, ref)
+		return c, SourceMiss, err
 	}
 	// A cached tag is fresh for the rule's tag TTL: served without asking
 	// the upstream.
 	now := p.opts.Now()
 	if now.Sub(tag.FetchedAt) < up.tagTTL {
-		return local, nil
+		return local, SourceHit, nil
 	}
 	// Stale: revalidate with a HEAD (which Docker Hub does not count against
 	// the pull limit); serve the cached copy if the upstream cannot say.
@@ -290,8 +308,8 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 	defer cancel()
 	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("manifests", ref), http.Header{"Accept": {manifestAccept}})
 	if err != nil {
-		p.log.Warn("serving cached tag: upstream revalidation failed", "repo", repo, "tag", ref, "digest", local.Digest, "err", err)
-		return local, nil
+		p.log.WarnContext(ctx, "serving cached tag: upstream revalidation failed", "repo", repo, "tag", ref, "digest", local.Digest, "err", err)
+		return local, SourceStale, nil
 	}
 	resp.Body.Close()
 	digest := resp.Header.Get("Docker-Content-Digest")
@@ -299,9 +317,9 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 		// Fresh again: one metadata write per tag and TTL window.
 		l := storage.Link{Digest: local.Digest, MediaType: local.MediaType, Size: local.Size, LinkedAt: now}
 		if err := p.meta.Link(ctx, repo, l, &storage.Tag{Name: ref, Digest: local.Digest, FetchedAt: now}); err != nil {
-			p.log.Warn("record tag revalidation", "repo", repo, "tag", ref, "err", err)
+			p.log.WarnContext(ctx, "record tag revalidation", "repo", repo, "tag", ref, "err", err)
 		}
-		return local, nil
+		return local, SourceHit, nil
 	}
 	local.Body.Close()
 	if digest != "" {
@@ -309,21 +327,22 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 		if c, err := p.openLinked(ctx, repo, digest); err == nil {
 			l := storage.Link{Digest: c.Digest, MediaType: c.MediaType, Size: c.Size, LinkedAt: now}
 			if err := p.meta.Link(ctx, repo, l, &storage.Tag{Name: ref, Digest: c.Digest, FetchedAt: now}); err != nil {
-				p.log.Warn("record moved tag", "repo", repo, "tag", ref, "digest", c.Digest, "err", err)
+				p.log.WarnContext(ctx, "record moved tag", "repo", repo, "tag", ref, "digest", c.Digest, "err", err)
 			}
-			return c, nil
+			return c, SourceHit, nil
 		}
 	}
-	return p.fetchManifest(ctx, repo, up, ref, ref)
+	c, err := p.fetchManifest(ctx, repo, up, ref, ref)
+	return c, SourceMiss, err
 }
 
 // storageFull logs, and counts, err when it is the store's filesystem
 // having no room: an operator must act (raise the volume, lower the cache
 // size), which an upstream error would hide.
-func (p *Puller) storageFull(err error) {
+func (p *Puller) storageFull(ctx context.Context, err error) {
 	if errors.Is(err, storage.ErrStorageFull) {
 		n := p.fullEvents.Add(1)
-		p.log.Error("cache storage full", "err", err, "events", n)
+		p.log.ErrorContext(ctx, "cache storage full", "err", err, "events", n)
 	}
 }
 
@@ -387,6 +406,7 @@ func (p *Puller) fetchManifest(ctx context.Context, repo string, up upstreamRepo
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
+	p.obs.Fetched(up.host, int64(len(body)))
 	if err != nil {
 		return Content{}, fmt.Errorf("%w: read manifest %s:%s: %v", ErrUnavailable, repo, ref, err)
 	}
@@ -407,7 +427,7 @@ func (p *Puller) fetchManifest(ctx context.Context, repo string, up upstreamRepo
 	}
 	if _, err := p.blobs.Stat(ctx, digest); err != nil {
 		if err := p.putBytes(ctx, digest, body); err != nil {
-			p.storageFull(err)
+			p.storageFull(ctx, err)
 			return Content{}, fmt.Errorf("store manifest %s:%s: %w", repo, ref, err)
 		}
 	}
@@ -419,7 +439,7 @@ func (p *Puller) fetchManifest(ctx context.Context, repo string, up upstreamRepo
 	if err := p.meta.Link(ctx, repo, storage.Link{Digest: digest, MediaType: mediaType, Size: int64(len(body)), LinkedAt: now}, t); err != nil {
 		return Content{}, err
 	}
-	p.log.Info("cached manifest", "repo", repo, "ref", ref, "digest", digest, "mediaType", mediaType, "upstream", up.host+"/"+up.path)
+	p.log.InfoContext(ctx, "cached manifest", "repo", repo, "ref", ref, "digest", digest, "mediaType", mediaType, "upstream", up.host+"/"+up.path)
 	return p.openLinked(ctx, repo, digest)
 }
 
@@ -471,6 +491,7 @@ var mediaTypeRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A
 func (p *Puller) StatBlob(ctx context.Context, repo, digest string) (int64, error) {
 	if _, err := p.meta.Linked(ctx, repo, digest); err == nil {
 		if size, err := p.blobs.Stat(ctx, digest); err == nil {
+			p.answered(ctx, p.ruleOf(repo), SourceHit, true)
 			return size, nil
 		}
 	}
@@ -478,6 +499,7 @@ func (p *Puller) StatBlob(ctx context.Context, repo, digest string) (int64, erro
 	if !ruled {
 		return 0, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
 	}
+	p.answered(ctx, up.rule, SourceMiss, true)
 	size, err := p.headBlob(ctx, up, digest)
 	if err != nil {
 		return 0, p.blobError(repo, digest, up, err)
@@ -507,11 +529,14 @@ func (p *Puller) Tags(ctx context.Context, repo string) ([]string, error) {
 	remote, err := p.upstreamTags(ctx, up)
 	if err != nil {
 		if errors.Is(err, errNotFound) && len(local) == 0 {
+			p.answered(ctx, up.rule, SourceMiss, false)
 			return nil, fmt.Errorf("%w: %s (upstream %s/%s does not exist)", ErrNameUnknown, repo, up.host, up.path)
 		}
-		p.log.Warn("listing cached tags only: upstream tag list failed", "repo", repo, "err", err)
+		p.log.WarnContext(ctx, "listing cached tags only: upstream tag list failed", "repo", repo, "err", err)
+		p.answered(ctx, up.rule, SourceStale, false)
 		return local, nil
 	}
+	p.answered(ctx, up.rule, SourceMiss, false)
 	set := map[string]bool{}
 	for _, t := range append(local, remote...) {
 		set[t] = true

@@ -54,18 +54,24 @@ func (p *Puller) Referrers(ctx context.Context, repo, subject string) ([]storage
 	}
 	now := p.opts.Now()
 	if !fetched.IsZero() && now.Sub(fetched) < up.tagTTL {
+		p.answered(ctx, up.rule, SourceHit, false)
 		return cached, nil
 	}
 	fresh, err := p.fetchReferrers(ctx, repo, up, subject)
+	// Set after fetchReferrers, whose reads of referrer manifests and
+	// blobs record their own outcomes.
 	if err != nil {
 		if !fetched.IsZero() {
-			p.log.Warn("serving cached referrers: upstream failed", "repo", repo, "subject", subject, "err", err)
+			p.log.WarnContext(ctx, "serving cached referrers: upstream failed", "repo", repo, "subject", subject, "err", err)
+			p.answered(ctx, up.rule, SourceStale, false)
 			return cached, nil
 		}
+		p.answered(ctx, up.rule, SourceMiss, false)
 		return nil, err
 	}
+	p.answered(ctx, up.rule, SourceMiss, false)
 	if err := rs.SetReferrers(ctx, repo, subject, fresh, now); err != nil {
-		p.log.Warn("record referrers", "repo", repo, "subject", subject, "err", err)
+		p.log.WarnContext(ctx, "record referrers", "repo", repo, "subject", subject, "err", err)
 	}
 	return fresh, nil
 }
@@ -87,7 +93,7 @@ func (p *Puller) fetchReferrers(ctx context.Context, repo string, up upstreamRep
 		}
 		out = append(out, storage.Descriptor{MediaType: d.MediaType, Digest: d.Digest, Size: d.Size, ArtifactType: d.ArtifactType, Annotations: d.Annotations})
 	}
-	p.log.Info("cached referrers", "repo", repo, "subject", subject, "count", len(out), "upstream", up.host+"/"+up.path)
+	p.log.InfoContext(ctx, "cached referrers", "repo", repo, "subject", subject, "count", len(out), "upstream", up.host+"/"+up.path)
 	return out, nil
 }
 

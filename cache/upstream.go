@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -37,6 +38,7 @@ type upstreamRepo struct {
 	credSet  string
 	host     string // login server, e.g. docker.io
 	tagTTL   time.Duration
+	rule     string // the cache rule that maps it
 }
 
 func (u upstreamRepo) key() string { return u.endpoint.String() + "/" + u.path + "#" + u.credSet }
@@ -117,6 +119,8 @@ type clients struct {
 	base  http.RoundTripper
 	creds Credentials
 	ttl   time.Duration
+	obs   Observer
+	log   *slog.Logger
 
 	mu sync.Mutex
 	m  map[string]cachedClient
@@ -178,13 +182,28 @@ func (cs *clients) do(ctx context.Context, u upstreamRepo, method, target string
 	if u.credSet == "" || !refused(err) {
 		return resp, err
 	}
-	cs.creds.Refused(u.credSet, u.host, false)
+	cs.refused(ctx, u, false)
 	resp, err = cs.doOnce(ctx, u, method, target, header)
 	if refused(err) {
-		cs.creds.Refused(u.credSet, u.host, true)
+		cs.refused(ctx, u, true)
 		return nil, fmt.Errorf("credential set %q: upstream %s rejected the credentials: %w", u.credSet, u.host, err)
 	}
 	return resp, err
+}
+
+// ContextRefuser is a Credentials whose Refused takes the context of the
+// request the upstream refused (its logs then carry the request's ID).
+type ContextRefuser interface {
+	RefusedContext(ctx context.Context, set, host string, final bool)
+}
+
+// refused tells the credential set of u that the upstream refused it.
+func (cs *clients) refused(ctx context.Context, u upstreamRepo, final bool) {
+	if r, ok := cs.creds.(ContextRefuser); ok {
+		r.RefusedContext(ctx, u.credSet, u.host, final)
+		return
+	}
+	cs.creds.Refused(u.credSet, u.host, final)
 }
 
 // refused reports an upstream 401 or 403 (not a set whose secrets could
@@ -205,7 +224,16 @@ func (cs *clients) doOnce(ctx context.Context, u upstreamRepo, method, target st
 	for k, v := range header {
 		req.Header[k] = v
 	}
+	start := time.Now()
 	resp, err := c.Do(req)
+	status := 0
+	if err == nil {
+		status = resp.StatusCode
+	}
+	d := time.Since(start)
+	cs.obs.UpstreamRequest(u.host, method, status, d)
+	cs.log.DebugContext(ctx, "upstream request", "upstream", u.host, "method", method, "url", redact(target),
+		"status", status, "duration", d.Round(time.Microsecond))
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) {

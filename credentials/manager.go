@@ -130,7 +130,10 @@ type Manager struct {
 	ownTransport bool
 }
 
-var _ cache.Credentials = (*Manager)(nil)
+var (
+	_ cache.Credentials    = (*Manager)(nil)
+	_ cache.ContextRefuser = (*Manager)(nil)
+)
 
 // entry is one set with its health and cached values.
 type entry struct {
@@ -340,7 +343,7 @@ func (m *Manager) resolve(ctx context.Context, e *entry, gen uint64, kick bool) 
 	}
 	if err != nil {
 		e.drop() // the backend is the truth: a broken secret stops the set
-		m.setStatus(e, StateUnhealthy, err.Error())
+		m.setStatus(ctx, e, StateUnhealthy, err.Error())
 		return nil, err
 	}
 	v := &values{auth: &authn.Basic{Username: user, Password: pass}, at: time.Now()}
@@ -368,20 +371,27 @@ func (m *Manager) resolveRef(ctx context.Context, r Ref) (string, error) {
 // 403 to them, so the next Authenticator call resolves them again (a
 // rotated secret); final marks the set Unhealthy.
 func (m *Manager) Refused(set, host string, final bool) {
+	m.RefusedContext(context.Background(), set, host, final)
+}
+
+// RefusedContext is Refused for the request ctx belongs to, whose ID its
+// log lines carry (cache.ContextRefuser).
+func (m *Manager) RefusedContext(ctx context.Context, set, host string, final bool) {
 	e, ok := m.get(set)
 	if !ok {
 		return
 	}
 	e.drop()
 	if final {
-		m.setStatus(e, StateUnhealthy, fmt.Sprintf("upstream %s rejected the credentials", host))
+		m.setStatus(ctx, e, StateUnhealthy, fmt.Sprintf("upstream %s rejected the credentials", host))
 	} else {
-		m.opts.Log.Info("upstream refused credentials; resolving the secrets again", "set", set, "upstream", host)
+		m.opts.Log.InfoContext(ctx, "upstream refused credentials; resolving the secrets again", "set", set, "upstream", host)
 	}
 }
 
-// setStatus records a health result and logs changes.
-func (m *Manager) setStatus(e *entry, state, reason string) Status {
+// setStatus records a health result and logs changes (with ctx: the
+// request that caused them, if any).
+func (m *Manager) setStatus(ctx context.Context, e *entry, state, reason string) Status {
 	e.mu.Lock()
 	old := e.status
 	e.status = Status{State: state, Reason: reason, CheckedAt: time.Now().UTC().Truncate(time.Second)}
@@ -389,9 +399,9 @@ func (m *Manager) setStatus(e *entry, state, reason string) Status {
 	e.mu.Unlock()
 	if old.State != state || old.Reason != reason {
 		if state == StateUnhealthy {
-			m.opts.Log.Warn("credential set unhealthy", "set", e.set.Name, "reason", reason)
+			m.opts.Log.WarnContext(ctx, "credential set unhealthy", "set", e.set.Name, "reason", reason)
 		} else {
-			m.opts.Log.Info("credential set healthy", "set", e.set.Name, "note", reason)
+			m.opts.Log.InfoContext(ctx, "credential set healthy", "set", e.set.Name, "note", reason)
 		}
 	}
 	return st
@@ -416,11 +426,11 @@ func (m *Manager) check(ctx context.Context, e *entry) Status {
 	switch {
 	case errors.Is(err, cache.ErrUnauthorized), errors.Is(err, cache.ErrDenied):
 		e.drop()
-		return m.setStatus(e, StateUnhealthy, fmt.Sprintf("upstream %s rejected the credentials", e.set.LoginServer))
+		return m.setStatus(ctx, e, StateUnhealthy, fmt.Sprintf("upstream %s rejected the credentials", e.set.LoginServer))
 	case err != nil:
-		return m.setStatus(e, StateHealthy, fmt.Sprintf("secrets resolved; upstream %s could not be reached to verify them: %v", e.set.LoginServer, err))
+		return m.setStatus(ctx, e, StateHealthy, fmt.Sprintf("secrets resolved; upstream %s could not be reached to verify them: %v", e.set.LoginServer, err))
 	}
-	return m.setStatus(e, StateHealthy, "")
+	return m.setStatus(ctx, e, StateHealthy, "")
 }
 
 // Run checks every set now and then every HealthInterval, and a set soon
@@ -532,7 +542,7 @@ func (m *Manager) Create(ctx context.Context, s Set) (Set, error) {
 	if err != nil {
 		return Set{}, err
 	}
-	m.opts.Log.Info("credential set created", "set", e.set.Name, "loginServer", e.set.LoginServer,
+	m.opts.Log.InfoContext(ctx, "credential set created", "set", e.set.Name, "loginServer", e.set.LoginServer,
 		"username", e.set.UsernameSecretRef, "password", e.set.PasswordSecretRef)
 	m.check(ctx, e)
 	return e.view(), nil
@@ -569,7 +579,7 @@ func (m *Manager) Update(ctx context.Context, name, usernameRef, passwordRef str
 	if err != nil {
 		return Set{}, err
 	}
-	m.opts.Log.Info("credential set updated", "set", name, "username", e.set.UsernameSecretRef, "password", e.set.PasswordSecretRef)
+	m.opts.Log.InfoContext(ctx, "credential set updated", "set", name, "username", e.set.UsernameSecretRef, "password", e.set.PasswordSecretRef)
 	m.check(ctx, e)
 	return e.view(), nil
 }
@@ -608,7 +618,7 @@ func (m *Manager) Delete(ctx context.Context, name string) error {
 		return fmt.Errorf("delete credential set %q: %w", name, err)
 	}
 	m.publish(name, nil)
-	m.opts.Log.Info("credential set deleted", "set", name)
+	m.opts.Log.InfoContext(ctx, "credential set deleted", "set", name)
 	return nil
 }
 

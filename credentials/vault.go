@@ -234,7 +234,7 @@ func (v *Vault) read(ctx context.Context, r Ref) (map[string]any, error) {
 	s, err := v.client.KVv2(r.Mount).Get(ctx, r.Path)
 	if statusOf(err) == 403 {
 		if _, lerr := v.client.Auth().Token().LookupSelfWithContext(ctx); statusOf(lerr) == 403 {
-			v.log.Info("vault token no longer valid; logging in again", "auth", v.cfg.Auth)
+			v.log.InfoContext(ctx, "vault token no longer valid; logging in again", "auth", v.cfg.Auth)
 			v.invalidate()
 			if err := v.ensureLogin(ctx); err != nil {
 				return nil, err
@@ -345,7 +345,7 @@ func (v *Vault) login(ctx context.Context) error {
 	case v.loginCh <- struct{}{}:
 	default:
 	}
-	v.log.Info("logged in to vault", "address", v.cfg.Address, "auth", v.cfg.Auth,
+	v.log.InfoContext(ctx, "logged in to vault", "address", v.cfg.Address, "auth", v.cfg.Auth,
 		"ttl", time.Duration(auth.Auth.LeaseDuration)*time.Second, "renewable", auth.Auth.Renewable)
 	return nil
 }

@@ -86,7 +86,7 @@ func (r *Repos) PutManifest(ctx context.Context, repo, ref, contentType string, 
 	if err := r.meta.PutManifest(ctx, repo, l, t, referrer); err != nil {
 		return Pushed{}, err
 	}
-	r.log.Info("pushed manifest", "repo", repo, "ref", ref, "digest", digest, "mediaType", m.MediaType, "subject", out.Subject)
+	r.log.InfoContext(ctx, "pushed manifest", "repo", repo, "ref", ref, "digest", digest, "mediaType", m.MediaType, "subject", out.Subject)
 	return out, nil
 }
 
@@ -156,7 +156,7 @@ func (r *Repos) DeleteManifest(ctx context.Context, repo, digest string) error {
 	if err != nil {
 		return err
 	}
-	r.log.Info("deleted manifest", "repo", repo, "digest", digest, "tags", tags)
+	r.log.InfoContext(ctx, "deleted manifest", "repo", repo, "digest", digest, "tags", tags)
 	return nil
 }
 
@@ -192,7 +192,7 @@ func (r *Repos) DeleteTag(ctx context.Context, repo, tag string) error {
 	} else if err != nil {
 		return err
 	}
-	r.log.Info("deleted tag", "repo", repo, "tag", tag)
+	r.log.InfoContext(ctx, "deleted tag", "repo", repo, "tag", tag)
 	return nil
 }
 
@@ -218,6 +218,6 @@ func (r *Repos) DeleteBlob(ctx context.Context, repo, digest string) error {
 	if err := r.meta.Unlink(ctx, repo, digest); err != nil {
 		return err
 	}
-	r.log.Info("deleted blob", "repo", repo, "digest", digest)
+	r.log.InfoContext(ctx, "deleted blob", "repo", repo, "digest", digest)
 	return nil
 }

@@ -249,7 +249,7 @@ func (r *Repos) PutBlob(ctx context.Context, repo, digest string, size int64, bo
 func (r *Repos) link(ctx context.Context, repo, digest string, size int64) error {
 	err := r.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: r.opts.Now()}, nil)
 	if err == nil {
-		r.log.Debug("pushed blob", "repo", repo, "digest", digest, "bytes", size)
+		r.log.DebugContext(ctx, "pushed blob", "repo", repo, "digest", digest, "bytes", size)
 	}
 	return err
 }
@@ -277,7 +277,7 @@ func (r *Repos) Mount(ctx context.Context, repo, from, digest string) (bool, err
 	if err := r.link(ctx, repo, digest, size); err != nil {
 		return false, err
 	}
-	r.log.Info("mounted blob", "repo", repo, "from", from, "digest", digest)
+	r.log.InfoContext(ctx, "mounted blob", "repo", repo, "from", from, "digest", digest)
 	return true, nil
 }
 

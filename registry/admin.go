@@ -57,7 +57,7 @@ func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.Ha
 		if err := h(w, r); err != nil {
 			status, body := adminError(err)
 			if status >= 500 {
-				s.Log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+				s.Log.ErrorContext(r.Context(), "admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
 			writeJSON(w, status, map[string]AdminError{"error": body})
 		}

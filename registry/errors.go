@@ -111,7 +111,7 @@ func writeOCIError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err
 	}
 	code, status := codeOf(err)
 	if status >= 500 {
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
 	}
 	h := w.Header()
 	h.Del("Content-Length")

@@ -1,6 +1,7 @@
 // Package registry holds every HTTP surface of regcache: the OCI
-// distribution API (/v2/), the admin API (/admin/v1/) and health endpoints.
-// It parses, maps errors and streams; cache policy lives in package cache.
+// distribution API (/v2/), the admin API (/admin/v1/), health endpoints,
+// /metrics and the status page (/ui/). It parses, maps errors and streams;
+// cache policy lives in package cache.
 package registry
 
 import (
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/requestid"
 	"github.com/regcache/regcache/storage"
 )
 
@@ -76,6 +78,13 @@ type Config struct {
 	// TrustedProxies are the addresses whose X-Forwarded-For is believed
 	// for login rate limits and audit records.
 	TrustedProxies []netip.Prefix
+	// Observer is told about every answered request (optional; metrics).
+	Observer Observer
+	// Metrics serves GET /metrics (optional; see observability.go).
+	Metrics http.Handler
+	// Status serves GET /admin/v1/status and the status page under /ui/
+	// (optional; see observability.go and ui.go).
+	Status StatusSource
 }
 
 type server struct {
@@ -101,6 +110,7 @@ func New(cfg Config) (http.Handler, error) {
 	s.gcRoutes(mux)
 	s.fsckRoutes(mux)
 	s.debugRoutes(mux)
+	s.observabilityRoutes(mux)
 	return s.accessLog(mux), nil
 }
 
@@ -114,6 +124,7 @@ func (s *server) oci(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) serveOCI(w http.ResponseWriter, r *http.Request) error {
 	p, err := parsePath(r.URL.Path)
+	setRoute(w, routeOfKind(p.kind))
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	if err != nil {
 		if read && p.kind == kindManifest && errors.Is(err, errTagInvalid) {
@@ -291,6 +302,13 @@ type statusWriter struct {
 	bytes  int64
 	conn   deadlines // nil when the writer has no deadlines
 	idle   time.Duration
+
+	// registry is set for distribution API requests, whose answers say
+	// where they came from (X-Cache); the cache records it in outcome
+	// through the request's context. route names the request for metrics.
+	registry bool
+	outcome  cache.Outcome
+	route    string
 }
 
 // touch pushes the write deadline back by the idle timeout.
@@ -303,6 +321,7 @@ func (w *statusWriter) touch() {
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		w.headerOnce()
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
@@ -310,6 +329,7 @@ func (w *statusWriter) WriteHeader(code int) {
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.headerOnce()
 	}
 	w.touch()
 	n, err := w.ResponseWriter.Write(b)
@@ -349,6 +369,7 @@ type sectionSender interface {
 func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
+		w.headerOnce()
 	}
 	tw := touchWriter{w}
 	lr, ok := r.(*io.LimitedReader)
@@ -380,10 +401,21 @@ func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
+// accessLog wraps every request: it gives it an ID (X-Request-Id, the
+// client's when it sent a usable one) carried by its context into every
+// log line it causes, applies the progress deadlines, and once the answer
+// is sent logs it and tells the observer.
 func (s *server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, idle: s.Limits.WriteIdleTimeout}
+		sw := &statusWriter{ResponseWriter: w, idle: s.Limits.WriteIdleTimeout, registry: isRegistryPath(r.URL.Path)}
+		id := requestid.FromClient(r.Header.Get(requestid.Header))
+		w.Header()[requestid.Header] = []string{id}
+		ctx := requestid.With(r.Context(), id)
+		if sw.registry {
+			ctx = cache.WithOutcome(ctx, &sw.outcome)
+		}
+		r = r.WithContext(ctx)
 		if conn, ok := w.(deadlines); ok {
 			sw.conn = conn
 			if r.Body != nil && r.Body != http.NoBody {
@@ -398,9 +430,10 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		// net/http flushes what the handler left buffered after it returns.
 		sw.touch()
 		if sw.status == 0 {
+			// Nothing written: net/http sends 200 with the headers as they are.
 			sw.status = http.StatusOK
+			sw.headerOnce()
 		}
-		s.Log.Info("request", "method", r.Method, "path", r.URL.Path, "query", r.URL.RawQuery, "status", sw.status,
-			"bytes", sw.bytes, "duration", time.Since(start).Round(time.Microsecond), "remote", r.RemoteAddr, "userAgent", r.UserAgent())
+		s.logRequest(r, sw, time.Since(start))
 	})
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/registry"
+	"github.com/regcache/regcache/requestid"
 	"github.com/regcache/regcache/storage"
 	"github.com/regcache/regcache/uploads"
 )
@@ -78,15 +79,23 @@ type stackConfig struct {
 	defReg    string            // default registry
 	auth      registry.ClientAuth
 	trusted   []netip.Prefix // trusted proxies
-	logs      io.Writer      // default io.Discard
+	logs      io.Writer      // debug logs with request IDs (default: none)
+	observer  observer       // told about requests and the cache (default: none)
 	// backend, when set, decorates the puller (fault injection).
 	backend func(registry.Backend) registry.Backend
+}
+
+// observer is what metrics.Metrics is to the puller and the handler.
+type observer interface {
+	cache.Observer
+	registry.Observer
 }
 
 // stack is regcache built as `regcache serve` builds it, served by httptest.
 type stack struct {
 	url     string
 	handler http.Handler // what srv serves, for in-process requests
+	puller  *cache.Puller
 	store   *cache.Store
 	blobs   *storage.Blobs
 	meta    *storage.Meta
@@ -98,10 +107,10 @@ func newStack(t testing.TB, sc stackConfig) *stack {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
-	if sc.logs == nil {
-		sc.logs = io.Discard
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if sc.logs != nil {
+		logger = slog.New(requestid.Handler(slog.NewTextHandler(sc.logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	}
-	logger := slog.New(slog.NewTextHandler(sc.logs, nil))
 	blobs, err := storage.OpenBlobs(filepath.Join(dir, "blobs"))
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +140,7 @@ func newStack(t testing.TB, sc stackConfig) *stack {
 	if _, err := store.SetLocalNamespaces(sc.localNS); err != nil {
 		t.Fatal(err)
 	}
-	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg})
+	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg, Observer: sc.observer})
 	t.Cleanup(puller.Close)
 	fsck := storage.NewChecker(blobs, meta, filepath.Join(dir, "quarantine"))
 	var backend registry.Backend = puller
@@ -139,7 +148,7 @@ func newStack(t testing.TB, sc stackConfig) *stack {
 		backend = sc.backend(puller)
 	}
 	cfg := registry.Config{Backend: backend, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits,
-		ClientAuth: sc.auth, TrustedProxies: sc.trusted, Fsck: fsck}
+		ClientAuth: sc.auth, TrustedProxies: sc.trusted, Fsck: fsck, Observer: sc.observer}
 	if sc.local {
 		sessions, err := uploads.New(ctx, blobs, meta, uploads.Options{}, logger)
 		if err != nil {
@@ -153,7 +162,7 @@ func newStack(t testing.TB, sc stackConfig) *stack {
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close) // runs before meta.Close
-	return &stack{url: srv.URL, handler: h, store: store, blobs: blobs, meta: meta, dir: dir, fsck: fsck}
+	return &stack{url: srv.URL, handler: h, puller: puller, store: store, blobs: blobs, meta: meta, dir: dir, fsck: fsck}
 }
 
 // pushImage writes img to the upstream as repo:tag.

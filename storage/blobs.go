@@ -49,7 +49,8 @@ func ParseDigest(s string) (string, error) {
 // atomic rename after its size and digest have been verified, so a crash at
 // any moment leaves no partial blob under its digest.
 type Blobs struct {
-	root string
+	root  string
+	usage usage
 }
 
 // OpenBlobs opens (creating when needed) the blob store rooted at dir and
@@ -135,7 +136,7 @@ func (b *Blobs) Create(ctx context.Context, digest string, size int64) (*Writer,
 	if err != nil {
 		return nil, full(fmt.Errorf("create temp file for %s: %w", digest, err), "blob "+digest)
 	}
-	return &Writer{f: f, h: sha256.New(), digest: digest, size: size, final: final}, nil
+	return &Writer{f: f, h: sha256.New(), digest: digest, size: size, final: final, store: b}, nil
 }
 
 // Remove deletes the committed blob digest (garbage collection decides
@@ -146,7 +147,7 @@ func (b *Blobs) Remove(ctx context.Context, digest string) error {
 	if err != nil {
 		return err
 	}
-	err = os.Remove(p)
+	err = b.removeFile(p, digest)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blob %s: %w", digest, ErrNotFound)
 	}
@@ -176,24 +177,33 @@ func (b *Blobs) Walk(ctx context.Context, fn func(BlobInfo) error) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		entries, err := os.ReadDir(filepath.Join(top, d.Name()))
+		if err := walkDir(filepath.Join(top, d.Name()), fn); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// walkDir calls fn for every committed blob of one <first two hex>
+// directory.
+func walkDir(dir string, fn func(BlobInfo) error) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list blobs: %w", err)
+	}
+	for _, e := range entries {
+		if !sha256Hex.MatchString(e.Name()) {
+			continue
+		}
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue // removed meanwhile
+		}
 		if err != nil {
 			return fmt.Errorf("list blobs: %w", err)
 		}
-		for _, e := range entries {
-			if !sha256Hex.MatchString(e.Name()) {
-				continue
-			}
-			fi, err := e.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				continue // removed meanwhile
-			}
-			if err != nil {
-				return fmt.Errorf("list blobs: %w", err)
-			}
-			if err := fn(BlobInfo{Digest: "sha256:" + e.Name(), Size: fi.Size(), Modified: fi.ModTime()}); err != nil {
-				return err
-			}
+		if err := fn(BlobInfo{Digest: "sha256:" + e.Name(), Size: fi.Size(), Modified: fi.ModTime()}); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -224,7 +234,7 @@ type Writer struct {
 	// upload is the directory of a resumable upload (see uploads.go);
 	// empty for a writer that lives in one call.
 	upload string
-	store  *Blobs
+	store  *Blobs // the store it commits into
 }
 
 // Write appends p to the temporary file and the running digest.
@@ -277,7 +287,7 @@ func (w *Writer) Commit() error {
 		err = os.MkdirAll(filepath.Dir(w.final), 0o755)
 	}
 	if err == nil {
-		err = os.Rename(w.f.Name(), w.final)
+		err = w.store.commitFile(w.f.Name(), w.final, w.digest, w.n)
 	}
 	if err != nil {
 		os.Remove(w.f.Name())

@@ -129,6 +129,13 @@ func New(ctx context.Context, store Store, records Records, opts Options, log *s
 // IdleTimeout reports how long a session may stay idle.
 func (s *Sessions) IdleTimeout() time.Duration { return s.idle }
 
+// Count is the number of open sessions.
+func (s *Sessions) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
 // Start opens a session for repo and returns its id.
 func (s *Sessions) Start(ctx context.Context, repo string) (string, error) {
 	b := make([]byte, 16)
@@ -305,7 +312,7 @@ func (s *Sessions) Commit(ctx context.Context, repo, id, digest string, start, l
 		// An out-of-order or short final chunk leaves the session as it
 		// was, so the client can send it again.
 		if serr := w.Suspend(); serr != nil {
-			s.log.Warn("suspend upload", "id", id, "err", serr)
+			s.log.WarnContext(ctx, "suspend upload", "id", id, "err", serr)
 		}
 		return 0, err
 	}
@@ -338,7 +345,7 @@ func (s *Sessions) end(ctx context.Context, id string) {
 	delete(s.busy, id)
 	s.mu.Unlock()
 	if err := s.records.DeleteRecord(ctx, recordKind, id); err != nil && !errors.Is(err, storage.ErrNotFound) {
-		s.log.Warn("remove upload session record", "id", id, "err", err)
+		s.log.WarnContext(ctx, "remove upload session record", "id", id, "err", err)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/registry"
+	"github.com/regcache/regcache/status"
 	"github.com/regcache/regcache/storage"
 )
 
@@ -85,7 +86,8 @@ func newCLIServer(t *testing.T) *cliServer {
 	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{})
 	t.Cleanup(puller.Close)
 	fsck := storage.NewChecker(blobs, meta, filepath.Join(dir, "quarantine"))
-	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: cliToken, Log: logger, Fsck: fsck})
+	reporter := status.NewReporter(status.Sources{Rules: store, Fills: puller, Store: blobs}, "v-cli-test", time.Now(), nil)
+	h, err := registry.New(registry.Config{Backend: puller, Rules: store, AdminToken: cliToken, Log: logger, Fsck: fsck, Status: reporter})
 	if err != nil {
 		t.Fatal(err)
 	}

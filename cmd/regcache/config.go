@@ -20,6 +20,7 @@ import (
 	"github.com/regcache/regcache/credentials"
 	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/registry"
+	"github.com/regcache/regcache/requestid"
 )
 
 // Config is every setting of `regcache serve`. Each field is set, in rising
@@ -113,6 +114,8 @@ type Config struct {
 	LogLevel string `yaml:"logLevel"`
 	// LogFormat is text or json (--log-format, REGCACHE_LOG_FORMAT).
 	LogFormat string `yaml:"logFormat"`
+	// Metrics configures /metrics (see metricsConfig).
+	Metrics metricsConfig `yaml:"metrics"`
 	// Limits bound connections and the time a client may make no progress
 	// (maxConns: --max-conns, REGCACHE_MAX_CONNS; maxConnsPerAddress:
 	// --max-conns-per-address, REGCACHE_MAX_CONNS_PER_ADDRESS; the
@@ -169,6 +172,8 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.Duration("upstream-header-timeout", 0, "fail an upstream request whose response headers take longer (env REGCACHE_UPSTREAM_HEADER_TIMEOUT; default 30s)")
 	fs.String("log-level", d.LogLevel, "debug, info, warn or error (env REGCACHE_LOG_LEVEL)")
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
+	fs.Bool("metrics", true, "count requests, hits, misses and upstream traffic and serve them on /metrics for Prometheus (env REGCACHE_METRICS)")
+	fs.String("metrics-listen", "", "serve /metrics on this address instead of --listen, e.g. 127.0.0.1:9091 (env REGCACHE_METRICS_LISTEN)")
 	fs.Int("max-upstream-fetches", 0, fmt.Sprintf("cap on blobs fetched from upstreams at once; more fills wait for a slot (env REGCACHE_MAX_UPSTREAM_FETCHES; default %d; -1: none)", cache.DefaultMaxFills))
 	fs.String("max-upload-size", "", "cap on one blob pushed into a local repository, e.g. 20GiB (env REGCACHE_MAX_UPLOAD_SIZE; default: none)")
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
@@ -259,6 +264,10 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	list(&cfg.AllowDelete, "allow-delete", "REGCACHE_ALLOW_DELETE", fs.GetStringSlice)
 	str(&cfg.LogLevel, "log-level", "REGCACHE_LOG_LEVEL")
 	str(&cfg.LogFormat, "log-format", "REGCACHE_LOG_FORMAT")
+	str(&cfg.Metrics.Listen, "metrics-listen", "REGCACHE_METRICS_LISTEN")
+	if err := cfg.Metrics.load(fs, getenv); err != nil {
+		return cfg, err
+	}
 	var pairs []string
 	if v := getenv("REGCACHE_UPSTREAM"); v != "" {
 		pairs = strings.Split(v, ",")
@@ -363,6 +372,9 @@ func (c Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("logFormat %q: want text or json", c.LogFormat)
 	}
+	if err := c.Metrics.validate(c.Listen); err != nil {
+		return err
+	}
 	if _, err := cache.NewEndpoints(c.Upstreams, c.AllowedUpstreams...); err != nil {
 		return err
 	}
@@ -421,13 +433,15 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
+// newLogger returns the logger of serve: every line logged with a
+// request's context carries its ID (requestid.Handler).
 func newLogger(c Config, w io.Writer) *slog.Logger {
 	level, _ := parseLevel(c.LogLevel)
 	opts := &slog.HandlerOptions{Level: level}
 	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		return slog.New(requestid.Handler(slog.NewJSONHandler(w, opts)))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(requestid.Handler(slog.NewTextHandler(w, opts)))
 }
 
 // validateCredentials checks the credential settings: durations, the Vault

@@ -18,7 +18,8 @@ const defaultGCInterval = time.Hour
 // (expiring idle upload sessions, garbage collection).
 type localRepos struct {
 	*local.Repos
-	stop func()
+	sessions *uploads.Sessions
+	stop     func()
 }
 
 // newLocalRepos wires local repositories and starts their loops; stop
@@ -50,7 +51,7 @@ func newLocalRepos(ctx context.Context, cfg Config, blobs *storage.Blobs, meta *
 	}
 	log.Info("local repositories", "uploadIdleTimeout", sessions.IdleTimeout(), "allowDelete", deletes,
 		"gcInterval", interval, "gcGrace", repos.Grace())
-	return &localRepos{Repos: repos, stop: func() {
+	return &localRepos{Repos: repos, sessions: sessions, stop: func() {
 		for _, stop := range stops {
 			stop()
 		}

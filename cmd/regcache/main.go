@@ -88,7 +88,7 @@ Exit status:
 	// finds then.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), fsckCmd(getenv), versionCmd())
+	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), fsckCmd(getenv), statusCmd(getenv), versionCmd())
 	addCompletionCmd(root)
 	root.InitDefaultHelpCmd()
 	if help, _, err := root.Find([]string{"help"}); err == nil && help.Name() == "help" {
@@ -198,7 +198,16 @@ func serveCmd(getenv func(string) string) *cobra.Command {
 		Use:   "serve",
 		Short: "Run the registry",
 		Long: `Run the registry: the OCI distribution API under /v2/, the admin API under
-/admin/v1/, and /healthz.
+/admin/v1/, /healthz and /readyz, Prometheus metrics on /metrics, and a
+read-only status page under /ui/ (the admin token opens it; regcache status
+prints the same summary).
+
+Every distribution API answer says where it came from in X-Cache: HIT (from
+the store), MISS (the upstream answered), STALE (from the store, the
+upstream could not revalidate it) or LOCAL (a local repository). Every
+request has an ID, the client's X-Request-Id when it sends a usable one,
+answered back and written in every log line the request causes, the fills
+it starts included.
 
 With no configuration it listens on :5000, keeps blobs and metadata in
 ./regcache-data, and writes a random admin token to ./regcache-data/admin.token
@@ -248,6 +257,9 @@ over the file). Config file:
   adminTokenFile: /run/secrets/regcache-admin-token
   logLevel: info          # debug, info, warn, error
   logFormat: text         # text, json
+  metrics:
+    enabled: true         # false: no /metrics, no counts on the status page
+    listen: 127.0.0.1:9091   # serve /metrics here instead of on listen
   defaultRegistry: docker.io   # names no rule matches belong to Docker Hub (registry-mirrors)
   localNamespaces: [lab/*]     # ...except these: pushed repositories, never routed upstream
   allowDelete: [manifests, tags, blobs]   # or [none]
@@ -308,6 +320,7 @@ over the file). Config file:
 		Example: `  regcache serve
   regcache serve --listen 127.0.0.1:5000 --data-dir /var/lib/regcache
   regcache serve --upstream docker.io=http://127.0.0.1:5001 --log-format json
+  regcache serve --metrics-listen 127.0.0.1:9091 --log-level debug
   regcache serve --default-registry docker.io --local-namespace lab/* --gc-grace 2h
   regcache serve --auth-htpasswd /etc/regcache/htpasswd
   REGCACHE_CONFIG=/etc/regcache/config.yaml regcache serve`,

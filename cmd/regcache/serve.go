@@ -17,6 +17,7 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/registry"
+	"github.com/regcache/regcache/status"
 	"github.com/regcache/regcache/storage"
 )
 
@@ -98,8 +99,13 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.UpstreamHeaderTimeout > 0 {
 		upstream.ResponseHeaderTimeout = cfg.UpstreamHeaderTimeout
 	}
+	version := newVersionInfo(readBuildInfo()).Version
+	obs, err := newObservability(cfg, version)
+	if err != nil {
+		return err
+	}
 	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry,
-		IdleTimeout: cfg.FillIdleTimeout, Transport: upstream, MaxFills: cfg.Limits.MaxUpstreamFetches})
+		IdleTimeout: cfg.FillIdleTimeout, Transport: upstream, MaxFills: cfg.Limits.MaxUpstreamFetches, Observer: obs.cacheObserver()})
 	defer puller.Close() // before meta closes: fills link what they commit
 	// Access times are flushed periodically and once more after the last
 	// request finished.
@@ -114,10 +120,27 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 	trusted, _ := parseTrustedProxies(cfg.TrustedProxies) // validated with the config
-	// POST /admin/v1/fsck checks the live store; it quarantines next to it.
-	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
+	rc := registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
 		Local: repos.Repos, GC: repos.Repos, Limits: limits, ClientAuth: clientAuth, AuthRealm: cfg.Auth.Realm, TrustedProxies: trusted,
-		Fsck: storage.NewChecker(blobs, meta, filepath.Join(cfg.DataDir, "quarantine"))})
+		// POST /admin/v1/fsck checks the live store; it quarantines next to it.
+		Fsck: storage.NewChecker(blobs, meta, filepath.Join(cfg.DataDir, "quarantine"))}
+	src := status.Sources{Rules: rules, Fills: puller, CredentialSets: creds, Store: blobs, Uploads: repos.sessions}
+	if err := obs.wire(cfg, src, version, time.Now(), &rc); err != nil {
+		return err
+	}
+	// The store's usage is counted once, in the background, then followed.
+	defer background(ctx, func(ctx context.Context) {
+		if err := blobs.CountUsage(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("counting the store's blobs failed: its usage stays unknown", "err", err)
+		}
+	})()
+	defer background(ctx, obs.run)()
+	stopMetrics, err := obs.serveMetrics(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
+	handler, err := registry.New(rc)
 	if err != nil {
 		return err
 	}
@@ -131,7 +154,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	log.Info("regcache serving", "addr", ln.Addr().String(), "scheme", scheme, "dataDir", cfg.DataDir, "adminTokenFile", tokenPath,
 		"rules", len(rules.List()), "upstreams", endpoints.String(), "defaultRegistry", cfg.DefaultRegistry, "localNamespaces", localNS,
-		"openFiles", openFiles, "maxConns", limits.MaxConns, "maxConnsPerAddress", limits.MaxConnsPerAddress)
+		"openFiles", openFiles, "maxConns", limits.MaxConns, "maxConnsPerAddress", limits.MaxConnsPerAddress, "metrics", obs.where(cfg))
 	errc := make(chan error, 1)
 	go func() {
 		if certs != nil {

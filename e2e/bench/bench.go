@@ -70,7 +70,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 		Machine: describeMachine(ctx),
 		Config: RunConfig{
 			Layers: b.opts.Layers, LayerSize: b.opts.LayerSize, Clients: b.opts.Clients,
-			BigBlobSize: b.opts.BigBlobSize, Verify: b.opts.Verify,
+			BigBlobSize: b.opts.BigBlobSize, Verify: b.opts.Verify, RegcacheMetrics: b.opts.RegcacheMetrics,
 			ImageBytes: b.app.Bytes(), BigImageBytes: b.big.Bytes(),
 			SmallLayers: b.opts.SmallLayers, SmallImageBytes: b.small.Bytes(),
 			FanoutClients: b.opts.FanoutClients, FanoutImageBytes: b.fanout.Bytes(),
@@ -320,7 +320,7 @@ rules:
 		defer os.Remove(cfg)
 		spec.bin = filepath.Join(b.binDir, "regcache")
 		spec.args = func(addr string) ([]string, error) {
-			return []string{"serve", "--config", cfg, "--listen", addr, "--data-dir", data}, nil
+			return []string{"serve", "--config", cfg, "--listen", addr, "--data-dir", data, fmt.Sprintf("--metrics=%t", b.opts.RegcacheMetrics)}, nil
 		}
 		spec.drop = []string{"REGCACHE_"}
 	case srvDistribution:

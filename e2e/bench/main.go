@@ -86,6 +86,9 @@ type Options struct {
 	WorkDir         string
 	Keep            bool
 	Verify          bool
+	// RegcacheMetrics runs regcache with its metrics on (the default) or
+	// off (--metrics=false), to measure what they cost.
+	RegcacheMetrics bool
 	Servers         []string
 	Scenarios       []string
 }
@@ -134,6 +137,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.StringVar(&o.WorkDir, "work-dir", "", "directory for binaries, blobs, data directories and logs (default: a new temporary directory, removed at the end)")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the work directory (with the servers' logs) at the end")
 	fs.BoolVar(&o.Verify, "verify", true, "clients check the size and sha256 digest of every body they read")
+	fs.BoolVar(&o.RegcacheMetrics, "regcache-metrics", true, "run regcache with its Prometheus metrics on; false measures what they cost (serve --metrics=false)")
 	servers := fs.String("servers", "", "comma-separated subset of servers to run (default all): "+strings.Join(allServers, ","))
 	scenarios := fs.String("scenarios", "", "comma-separated subset of scenarios to run (default all; small-blobs means both small-blobs scenarios): "+strings.Join(scenarioNames(), ","))
 	if err := fs.Parse(args); err != nil {

@@ -73,6 +73,7 @@ type RunConfig struct {
 	Clients           int      `json:"clients"`
 	BigBlobSize       int64    `json:"big_blob_size"`
 	Verify            bool     `json:"verify"`
+	RegcacheMetrics   bool     `json:"regcache_metrics"`
 	ImageBytes        int64    `json:"image_bytes"`
 	BigImageBytes     int64    `json:"big_image_bytes"`
 	SmallLayers       int      `json:"small_layers"`
