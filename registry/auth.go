@@ -77,10 +77,14 @@ func (s *server) gate(next http.Handler) http.Handler {
 			need, pins = nil, nil
 		}
 		token := bearerToken(r)
-		if _, aerr := s.ClientAuth.Authorize(token, need); aerr != nil {
+		id, aerr := s.ClientAuth.Authorize(token, need)
+		if aerr != nil {
 			w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
 			writeOCIError(w, r, s.Log, s.challenge(r, token, need, aerr))
 			return
+		}
+		if sw, ok := w.(*statusWriter); ok {
+			sw.user = id.Name
 		}
 		if len(pins) > 0 {
 			r = r.WithContext(context.WithValue(r.Context(), pinnedKey{}, pins))

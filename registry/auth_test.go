@@ -570,3 +570,27 @@ func TestClientAuthServesWhatWasAuthorised(t *testing.T) {
 		t.Errorf("next request: %d %s; want 403 (secret/app)", resp.StatusCode, body)
 	}
 }
+
+// The access log names the user a request was authenticated as, and no
+// user for an anonymous one.
+func TestAccessLogNamesTheUser(t *testing.T) {
+	t.Parallel()
+	s := newAuthStack(t)
+	tok := s.getToken(t, "alice", "repository:hub/app:pull")
+	if resp, body := do(t, "GET", s.url+"/v2/hub/app/manifests/v1", bearer(tok), nil); resp.StatusCode != 200 {
+		t.Fatalf("pull as alice: %s %s", resp.Status, body)
+	}
+	do(t, "GET", s.url+"/v2/", nil, nil) // anonymous: 401
+	var alice, anonymous bool
+	for _, line := range strings.Split(s.logText(t), "\n") {
+		switch {
+		case strings.Contains(line, "msg=request") && strings.Contains(line, "path=/v2/hub/app/manifests/v1"):
+			alice = strings.Contains(line, "user=alice")
+		case strings.Contains(line, "msg=request") && strings.Contains(line, "path=/v2/ ") && strings.Contains(line, "status=401"):
+			anonymous = !strings.Contains(line, "user=")
+		}
+	}
+	if !alice || !anonymous {
+		t.Errorf("access log: alice's pull names her: %v; the anonymous request names no user: %v\n%s", alice, anonymous, s.logText(t))
+	}
+}

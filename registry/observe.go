@@ -163,20 +163,20 @@ func (s *server) logRequest(r *http.Request, sw *statusWriter, d time.Duration) 
 	}
 	ctx := r.Context()
 	if s.Log.Enabled(ctx, slog.LevelInfo) {
-		attrs := [...]slog.Attr{
+		var buf [11]slog.Attr // on the stack: the access log allocates no slice
+		attrs := append(buf[:0],
 			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
 			slog.Int("status", sw.status), slog.Int64("bytes", sw.bytes), slog.Duration("duration", d.Round(time.Microsecond)),
-			slog.String("remote", r.RemoteAddr), slog.String("userAgent", r.UserAgent()),
-			slog.String("cache", string(src)), slog.String("rule", sw.outcome.Rule),
+			slog.String("remote", r.RemoteAddr), slog.String("userAgent", r.UserAgent()))
+		if src != "" { // a distribution API request: where the answer came from
+			attrs = append(attrs, slog.String("cache", string(src)))
 		}
-		n := len(attrs)
-		switch {
-		case sw.outcome.Rule != "":
-		case src != "":
-			n-- // no rule
-		default:
-			n -= 2 // not a distribution API request
+		if sw.outcome.Rule != "" {
+			attrs = append(attrs, slog.String("rule", sw.outcome.Rule))
 		}
-		s.Log.LogAttrs(ctx, slog.LevelInfo, "request", attrs[:n]...)
+		if sw.user != "" {
+			attrs = append(attrs, slog.String("user", sw.user))
+		}
+		s.Log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
 	}
 }

@@ -309,6 +309,9 @@ type statusWriter struct {
 	registry bool
 	outcome  cache.Outcome
 	route    string
+	// user is the client the request was authenticated as ("" when
+	// anonymous or without client authentication), for the access log.
+	user string
 }
 
 // touch pushes the write deadline back by the idle timeout.
