@@ -49,7 +49,8 @@ func ParseDigest(s string) (string, error) {
 // atomic rename after its size and digest have been verified, so a crash at
 // any moment leaves no partial blob under its digest.
 type Blobs struct {
-	root string
+	root  string
+	usage usage // bytes committed, once counted (usage.go)
 }
 
 // OpenBlobs opens (creating when needed) the blob store rooted at dir and
@@ -135,7 +136,7 @@ func (b *Blobs) Create(ctx context.Context, digest string, size int64) (*Writer,
 	if err != nil {
 		return nil, full(fmt.Errorf("create temp file for %s: %w", digest, err), "blob "+digest)
 	}
-	return &Writer{f: f, h: sha256.New(), digest: digest, size: size, final: final}, nil
+	return &Writer{f: f, h: sha256.New(), digest: digest, size: size, final: final, store: b}, nil
 }
 
 // Remove deletes the committed blob digest (garbage collection decides
@@ -146,7 +147,7 @@ func (b *Blobs) Remove(ctx context.Context, digest string) error {
 	if err != nil {
 		return err
 	}
-	err = os.Remove(p)
+	err = b.remove(p)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blob %s: %w", digest, ErrNotFound)
 	}
@@ -277,7 +278,7 @@ func (w *Writer) Commit() error {
 		err = os.MkdirAll(filepath.Dir(w.final), 0o755)
 	}
 	if err == nil {
-		err = os.Rename(w.f.Name(), w.final)
+		err = w.store.place(w.f.Name(), w.final, w.n)
 	}
 	if err != nil {
 		os.Remove(w.f.Name())
