@@ -31,6 +31,11 @@ func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error)
 		if !ruled {
 			return Content{}, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
 		}
+		if p.opts.Upstreams.Offline() {
+			// Not linked here, or its bytes are gone: nothing can fetch
+			// it, nor confirm bytes stored for another repository.
+			return Content{}, fmt.Errorf("blob %s@%s is not cached: %w", repo, digest, errOffline)
+		}
 		f, err := p.fillFor(ctx, repo, up, digest)
 		if err != nil {
 			return Content{}, p.blobError(repo, digest, up, err)
@@ -105,9 +110,15 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 			return nil, err
 		}
 	}
+	// Protected from the check until the link: a collection running
+	// meanwhile does not delete the bytes this links.
+	defer p.protect(digest)()
 	size, err := p.blobs.Stat(ctx, digest)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil // deleted meanwhile: the next round fetches it again
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: blob %s vanished from the store: %w", ErrUnavailable, digest, err)
+		return nil, fmt.Errorf("%w: blob %s: %w", ErrUnavailable, digest, err)
 	}
 	return nil, p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
 }
@@ -135,6 +146,9 @@ func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 	ctx, cancelCause := context.WithCancelCause(ctx)
 	defer cancelCause(nil)
 	cancel := func() { cancelCause(fmt.Errorf("no data from the upstream for %v", p.opts.IdleTimeout)) }
+	// What the fill commits is protected until every repository that
+	// joined is linked: a collection never deletes it in between.
+	defer p.protect(f.digest)()
 	start := time.Now()
 	var n int64
 	release, err := p.fillSlot(ctx)
