@@ -22,9 +22,11 @@ const fillBufferSize = 256 << 10
 func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error) {
 	// A few rounds at most: each either serves, or ends with the blob linked
 	// to repo (a fill committed, or stored bytes were confirmed).
+	fetched := false
 	for range 3 {
 		if c, err := p.openLinked(ctx, repo, digest); err == nil {
 			p.access.touch(digest)
+			c.Fetched = fetched
 			return c, nil
 		}
 		up, ruled := p.match(repo)
@@ -43,12 +45,13 @@ func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error)
 		if f == nil {
 			continue // linked meanwhile, or the bytes were already stored
 		}
+		fetched = true
 		r, ok, err := f.reader(ctx)
 		if err != nil {
 			return Content{}, p.blobError(repo, digest, up, err)
 		}
 		if ok {
-			return Content{Body: r, Size: r.size, Digest: digest}, nil
+			return Content{Body: r, Size: r.size, Digest: digest, Fetched: true}, nil
 		}
 		// Size unknown until the end: wait for the commit, then read the store.
 		if err := f.result(ctx); err != nil {

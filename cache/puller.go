@@ -57,6 +57,9 @@ type Content struct {
 	Size      int64
 	Digest    string
 	MediaType string
+	// Fetched: the bytes came from the upstream for this request (or a
+	// fill it joined), not from the store.
+	Fetched bool
 }
 
 // Verified waits until every byte of c verified against its digest: at
@@ -68,6 +71,17 @@ type Content struct {
 func (c Content) Verified(ctx context.Context) error {
 	if r, ok := c.Body.(*fillReader); ok {
 		return r.f.verifiedBytes(ctx)
+	}
+	return nil
+}
+
+// Stored waits until c is stored and linked to its repository: at once
+// for stored content, at the end of the fill (its commit and links) for a
+// blob being filled, whose error it returns. A pre-loader waits for it
+// before it says a blob is cached.
+func (c Content) Stored(ctx context.Context) error {
+	if r, ok := c.Body.(*fillReader); ok {
+		return r.f.result(ctx)
 	}
 	return nil
 }
