@@ -20,7 +20,6 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/manifest"
-	"github.com/regcache/regcache/storage"
 )
 
 // Source reads repositories, fetching what is not cached (cache.Puller).
@@ -108,7 +107,7 @@ func Check(req Request) error {
 		return fmt.Errorf("%w: %d references, at most %d at once", ErrInvalid, len(req.References), MaxReferences)
 	}
 	for _, r := range req.References {
-		if _, _, err := ParseReference(r); err != nil {
+		if _, _, err := cache.ParseReference(r); err != nil {
 			return fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
 	}
@@ -119,43 +118,6 @@ func Check(req Request) error {
 	}
 	return nil
 }
-
-// ParseReference splits "name[:tag|@digest]" into the repository name and
-// the tag or digest (latest when none).
-func ParseReference(ref string) (name, tagOrDigest string, err error) {
-	s := strings.TrimSpace(ref)
-	if name, d, ok := strings.Cut(s, "@"); ok {
-		if _, err := storage.ParseDigest(d); err != nil {
-			return "", "", fmt.Errorf("reference %q: %q is not a digest (sha256:<64 hex>)", ref, d)
-		}
-		if i := strings.LastIndex(name, ":"); i > strings.LastIndex(name, "/") {
-			name = name[:i] // name:tag@digest: the digest wins
-		}
-		return name, d, checkName(ref, name)
-	}
-	name, tag := s, "latest"
-	if i := strings.LastIndex(s, ":"); i > strings.LastIndex(s, "/") {
-		name, tag = s[:i], s[i+1:]
-	}
-	if !cache.ValidTag(tag) {
-		return "", "", fmt.Errorf("reference %q: tag %q is not a valid tag", ref, tag)
-	}
-	return name, tag, checkName(ref, name)
-}
-
-func checkName(ref, name string) error {
-	repo := name
-	if first, rest, ok := strings.Cut(name, "/"); ok && isHost(first) {
-		repo = rest
-	}
-	if name == "" || !cache.ValidRepository(repo) {
-		return fmt.Errorf("reference %q: %q is not a repository name (lowercase letters and digits separated by '.', '_', '-' or '/', optionally after a registry host)", ref, name)
-	}
-	return nil
-}
-
-// isHost reports whether the first segment of a name is a registry host.
-func isHost(seg string) bool { return seg == "localhost" || strings.ContainsAny(seg, ".:[") }
 
 // Warm warms every reference of req (which Check accepted), calling emit
 // with the progress (from one goroutine at a time); it returns the
@@ -277,16 +239,13 @@ func (j *job) event(typ string) Event {
 
 // one warms one reference.
 func (w *Warmer) one(ctx context.Context, j *job, platforms []manifest.Platform, send func(Event)) error {
-	name, ref, err := ParseReference(j.ref)
+	name, ref, err := cache.ParseReference(j.ref)
 	if err != nil {
 		return err
 	}
-	repo, err := w.src.Route(ctx, name, "")
+	repo, err := cache.RouteReference(ctx, w.src, name)
 	if err != nil {
 		return err
-	}
-	if first, _, ok := strings.Cut(name, "/"); ok && isHost(first) && repo == name {
-		return fmt.Errorf("%w: no cache rule's source covers %s", cache.ErrNameUnknown, name)
 	}
 	j.repo = repo
 	blobs, plats, digest, err := w.manifests(ctx, repo, ref, platforms)
