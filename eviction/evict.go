@@ -285,6 +285,38 @@ func (e *Evictor) LowWaterBytes() int64 { return int64(float64(e.opts.MaxSize) *
 // UnusedAfter is the age bound (0: none).
 func (e *Evictor) UnusedAfter() time.Duration { return e.opts.UnusedAfter }
 
+// State is what the admin API and metrics show of eviction.
+type State struct {
+	StoredBytes   int64         `json:"storedBytes"`
+	StoredBlobs   int64         `json:"storedBlobs"`
+	MaxSize       int64         `json:"maxSize,omitempty"`
+	LowWaterBytes int64         `json:"lowWaterBytes,omitempty"`
+	UnusedAfter   time.Duration `json:"unusedAfter,omitempty"`
+	Runs          int64         `json:"evictionRuns"`
+	EvictedImages int64         `json:"evictedImages"`
+	EvictedBytes  int64         `json:"evictedBytes"`
+	// Last is the last run's report (nil before the first).
+	Last *Report `json:"lastEviction,omitempty"`
+}
+
+// State returns the store's usage, the bounds and what eviction did.
+func (e *Evictor) State(ctx context.Context) (State, error) {
+	n, blobs, err := e.blobs.Usage(ctx)
+	if err != nil {
+		return State{}, err
+	}
+	st := State{StoredBytes: n, StoredBlobs: blobs, MaxSize: e.opts.MaxSize, UnusedAfter: e.opts.UnusedAfter,
+		Runs: e.Runs(), EvictedImages: e.EvictedImages(), EvictedBytes: e.EvictedBytes()}
+	if e.opts.MaxSize > 0 {
+		st.LowWaterBytes = e.LowWaterBytes()
+	}
+	if st.Runs > 0 {
+		last := e.LastReport()
+		st.Last = &last
+	}
+	return st, nil
+}
+
 // StoredBytes is what the store holds now.
 func (e *Evictor) StoredBytes(ctx context.Context) (int64, error) {
 	n, _, err := e.blobs.Usage(ctx)

@@ -64,6 +64,10 @@ type Config struct {
 	Local LocalRepos
 	// GC serves POST /admin/v1/gc (optional).
 	GC GarbageCollector
+	// Lifecycle serves warm, export, import, refresh and status, runs
+	// eviction with garbage collection, and says when regcache is offline
+	// (see lifecycle.go).
+	Lifecycle Lifecycle
 }
 
 type server struct {
@@ -83,11 +87,12 @@ func New(cfg Config) (http.Handler, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v2/", s.oci)
 	mux.HandleFunc("/v2", s.oci)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", s.health)
+	mux.HandleFunc("GET /readyz", s.health)
 	s.adminRoutes(mux)
 	s.credentialSetRoutes(mux)
 	s.gcRoutes(mux)
+	s.lifecycleRoutes(mux)
 	return s.accessLog(mux), nil
 }
 

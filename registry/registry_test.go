@@ -75,6 +75,8 @@ type stackConfig struct {
 	local     bool              // accept pushes into local repositories
 	localNS   []string          // local namespaces
 	defReg    string            // default registry
+	lifecycle bool              // warm, export, import, status (lifecycle_test.go); needs local
+	offline   bool              // contact no upstream
 }
 
 // stack is regcache built as `regcache serve` builds it, served by httptest.
@@ -119,7 +121,8 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 	if _, err := store.SetLocalNamespaces(sc.localNS); err != nil {
 		t.Fatal(err)
 	}
-	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg})
+	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg,
+		Upstreams: cache.NewUpstreams(cache.UpstreamsOptions{Offline: sc.offline})})
 	t.Cleanup(puller.Close)
 	cfg := registry.Config{Backend: puller, Rules: store, AdminToken: testToken, Log: logger, Limits: sc.limits}
 	if sc.local {
@@ -128,6 +131,10 @@ func newStack(t *testing.T, sc stackConfig) *stack {
 			t.Fatal(err)
 		}
 		cfg.Local = local.New(blobs, meta, sessions, store, logger, local.Options{})
+	}
+	if sc.lifecycle {
+		cfg.Lifecycle = lifecycleOf(t, puller, store, blobs, meta, cfg.Local.(*local.Repos), sc.offline)
+		cfg.GC = cfg.Local.(*local.Repos)
 	}
 	h, err := registry.New(cfg)
 	if err != nil {
