@@ -31,12 +31,17 @@ type adminClient struct {
 
 // clientFlags registers the flags every admin command shares.
 func clientFlags(cmd *cobra.Command) {
+	connFlags(cmd)
+	outputFlag(cmd, true, "json", "json", "table", "yaml")
+}
+
+// connFlags registers the flags that reach the server.
+func connFlags(cmd *cobra.Command) {
 	f := cmd.PersistentFlags()
 	f.String("server", "", "regcache URL (env REGCACHE_SERVER; default http://localhost:5000)")
 	f.String("ca-cert", "", "PEM file of the CA that signed the server's certificate, for an https --server with a private CA (env REGCACHE_CA_CERT; the system's CAs are trusted too)")
 	f.String("token", "", "admin token (env REGCACHE_TOKEN; default: read from --token-file)")
 	f.String("token-file", "", "file holding the admin token (default <REGCACHE_DATA_DIR or ./regcache-data>/admin.token)")
-	outputFlag(cmd, true, "json", "json", "table", "yaml")
 }
 
 // outputFormatsKey is the annotation of an --output flag that lists the

@@ -110,6 +110,9 @@ type Config struct {
 	// --max-conns-per-address, REGCACHE_MAX_CONNS_PER_ADDRESS; the
 	// timeouts in the file only). Zero values take the defaults.
 	Limits limitsConfig `yaml:"limits"`
+	// LifecycleConfig: offline, maxSize, evictLowWater, evictUnusedAfter
+	// and notFoundTTL (lifecycle.go).
+	LifecycleConfig `yaml:",inline"`
 }
 
 // limitsConfig is the limits: section: the HTTP server's limits, and the
@@ -156,6 +159,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.String("max-upload-size", "", "cap on one blob pushed into a local repository, e.g. 20GiB (env REGCACHE_MAX_UPLOAD_SIZE; default: none)")
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
 	fs.Int("max-conns-per-address", 0, fmt.Sprintf("cap on open connections from one IP address (env REGCACHE_MAX_CONNS_PER_ADDRESS; default %d; -1: none; raise it behind a load balancer)", registry.DefaultMaxConnsPerAddress))
+	lifecycleFlags(fs)
 }
 
 // loadConfig builds the Config from defaults, the config file, the
@@ -265,6 +269,9 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	if fs.Changed("secret-file-dir") {
 		cfg.Secrets.FileDirs, _ = fs.GetStringArray("secret-file-dir")
 	}
+	if err := cfg.LifecycleConfig.load(fs, getenv); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validate()
 }
 
@@ -336,6 +343,9 @@ func (c Config) validate() error {
 	}
 	if _, err := cache.NewRuleSet(c.Rules); err != nil {
 		return fmt.Errorf("rules: %w", err)
+	}
+	if err := c.LifecycleConfig.validate(); err != nil {
+		return err
 	}
 	return c.validateLocal()
 }

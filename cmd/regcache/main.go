@@ -87,7 +87,7 @@ Exit status:
 	// finds then.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), versionCmd())
+	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), warmCmd(getenv), exportCmd(getenv), importCmd(getenv), versionCmd())
 	addCompletionCmd(root)
 	root.InitDefaultHelpCmd()
 	if help, _, err := root.Find([]string{"help"}); err == nil && help.Name() == "help" {

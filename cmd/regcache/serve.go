@@ -58,7 +58,10 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Credential sets come first: rules (also those of the config file)
 	// refer to them. Deleting a set asks the rules whether they use it.
 	var rules *cache.Store
-	creds, err := newCredentials(ctx, cfg, meta, endpoints, func(set string) []string { return rulesUsing(rules, set) }, log)
+	// One view of the upstreams for every request to them: offline mode,
+	// waits after 429s, the limits they announce.
+	upstreams := cache.NewUpstreams(cache.UpstreamsOptions{Offline: cfg.Offline})
+	creds, err := newCredentials(ctx, cfg, meta, endpoints, upstreams.Transport(cache.DefaultTransport()), func(set string) []string { return rulesUsing(rules, set) }, log)
 	if err != nil {
 		return err
 	}
@@ -90,18 +93,26 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	// Health checks and Vault token renewal run until the server stopped.
 	defer background(ctx, creds.Run)()
-	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry, MaxFills: cfg.Limits.MaxUpstreamFetches})
-	defer puller.Close() // before meta closes: fills link what they commit
-	// Access times are flushed periodically and once more after the last
-	// request finished.
-	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
+	// Local repositories first: their collection guard protects what the
+	// puller's fills link.
 	repos, err := newLocalRepos(ctx, cfg, blobs, meta, rules, log)
 	if err != nil {
 		return err
 	}
 	defer repos.stop()
+	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry, MaxFills: cfg.Limits.MaxUpstreamFetches,
+		Upstreams: upstreams, Guard: repos.Repos, NotFoundTTL: cfg.NotFoundTTL})
+	defer puller.Close() // before meta closes: fills link what they commit
+	// Access times are flushed periodically and once more after the last
+	// request finished.
+	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
+	lifecycle, stopLifecycle, err := newLifecycle(ctx, cfg, puller, rules, blobs, meta, repos, log)
+	if err != nil {
+		return err
+	}
+	defer stopLifecycle()
 	handler, err := registry.New(registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
-		Local: repos.Repos, GC: repos.Repos, Limits: limits})
+		Local: repos.Repos, GC: repos.Repos, Limits: limits, Lifecycle: lifecycle})
 	if err != nil {
 		return err
 	}
