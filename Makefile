@@ -64,8 +64,9 @@ peers:
 
 # The benchmark (e2e/bench): regcache against distribution's proxy, a direct
 # pull and a static file server, on loopback. `make bench` runs the default
-# sizes (4 x 64 MiB layers, 16 clients, a 1 GiB blob; a few minutes) and
-# updates BENCHMARKS.md; BENCH_ARGS adds flags (go run ./e2e/bench -h).
+# sizes (4 x 64 MiB layers, 16 clients, a 1 GiB blob, and the eviction run:
+# 10 GiB of images through a 2 GiB limit; several minutes and about 24 GiB
+# of disk) and updates BENCHMARKS.md; BENCH_ARGS adds flags (go run ./e2e/bench -h).
 # `make bench-smoke` is the tiny run CI does (also as e2e's TestBenchSmoke).
 BENCH_ARGS ?=
 BENCH_JSON ?= bin/bench-result.json
@@ -76,7 +77,7 @@ bench:
 
 bench-smoke:
 	@mkdir -p $(dir $(BENCH_JSON))
-	$(GO) run ./e2e/bench --layers 2 --layer-size 1MiB --clients 4 --big-blob-size 8MiB --timeout 5m --json $(BENCH_JSON) $(BENCH_ARGS)
+	$(GO) run ./e2e/bench --layers 2 --layer-size 1MiB --clients 4 --big-blob-size 8MiB --evict-total 16MiB --evict-limit 6MiB --evict-layer-size 1MiB --timeout 5m --json $(BENCH_JSON) $(BENCH_ARGS)
 
 # The mutation check (scripts/mutate): each entry of scripts/mutations.txt
 # breaks one promise of the code with a small change, applied alone as a

@@ -48,6 +48,7 @@ func TestBenchSmoke(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goBin, "run", "github.com/regcache/regcache/e2e/bench",
 		"--layers", "2", "--layer-size", "1MiB", "--clients", "4", "--big-blob-size", "8MiB",
+		"--evict-total", "16MiB", "--evict-limit", "6MiB", "--evict-layer-size", "1MiB",
 		"--timeout", "5m", "--json", jsonPath, "--work-dir", filepath.Join(dir, "work"))
 	cmd.WaitDelay = 10 * time.Second
 	out, err := cmd.CombinedOutput()
@@ -100,6 +101,7 @@ func TestBenchSmoke(t *testing.T) {
 	if len(report.Ratios) != 7 {
 		t.Errorf("%d target ratios, want 7", len(report.Ratios))
 	}
+	checkEvictionRun(t, raw)
 	for _, ra := range report.Ratios {
 		for _, k := range []string{"name", "target", "regcache", "distribution", "met"} {
 			if _, ok := ra[k]; !ok {

@@ -28,6 +28,12 @@ type Meta interface {
 	Remove(ctx context.Context, removals []storage.Removal, forget []string) error
 }
 
+// overNotifier signals commits that take the store over a bound
+// (storage.Blobs; optional).
+type overNotifier interface {
+	NotifyOver(limit int64) <-chan struct{}
+}
+
 // Rules tells cached repositories from local ones (cache.Store).
 type Rules interface {
 	Covering(repo string) (rule, source string, ok bool)
@@ -183,6 +189,12 @@ func (e *Evictor) Run(ctx context.Context) {
 		defer age.Stop()
 		ageC = age.C
 	}
+	// The commit that takes the store over its bound wakes the loop at
+	// once; the check interval is the backstop.
+	var overC <-chan struct{}
+	if n, ok := e.blobs.(overNotifier); ok && e.opts.MaxSize > 0 {
+		overC = n.NotifyOver(e.opts.MaxSize)
+	}
 	run := func(why string) {
 		if _, err := e.Evict(ctx, false); err != nil && ctx.Err() == nil {
 			e.log.Warn("eviction failed", "trigger", why, "err", err)
@@ -196,6 +208,10 @@ func (e *Evictor) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-check.C:
+			if e.overLimit(ctx) {
+				run(ReasonSize)
+			}
+		case <-overC:
 			if e.overLimit(ctx) {
 				run(ReasonSize)
 			}

@@ -509,6 +509,31 @@ func TestRunEvictsWhenOverTheLimit(t *testing.T) {
 	})
 }
 
+// TestRunEvictsOnTheCommitThatCrossesTheLimit: the commit that takes the
+// store over its maximum wakes the loop at once, without waiting for the
+// next check.
+func TestRunEvictsOnTheCommitThatCrossesTheLimit(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := newFixture(t, Options{MaxSize: 2500, LowWater: 0.5, CheckInterval: time.Hour, Now: time.Now})
+		old := f.cache(t, "hub/old", "v1", [][]byte{layer("old", 1000)}, time.Now())
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan struct{})
+		go func() {
+			f.ev.Run(ctx)
+			close(done)
+		}()
+		synctest.Wait()
+		f.cache(t, "hub/new", "v1", [][]byte{layer("new", 1000)}, time.Now())
+		synctest.Wait()
+		if f.ev.Runs() != 1 || f.stored(t, old.digest) {
+			t.Fatalf("right after the commit over the limit: %d runs, old image stored %v", f.ev.Runs(), f.stored(t, old.digest))
+		}
+		cancel()
+		<-done
+	})
+}
+
 // TestNewRefusesBadBounds: bounds that make no sense are refused, naming
 // the value.
 func TestNewRefusesBadBounds(t *testing.T) {

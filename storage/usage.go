@@ -18,6 +18,9 @@ type usage struct {
 	known bool
 	bytes int64
 	blobs int64
+	// over is signalled when a commit leaves more than limit bytes.
+	limit int64
+	over  chan struct{}
 }
 
 // Usage is how many committed blobs the store holds and their bytes
@@ -57,8 +60,27 @@ func (b *Blobs) place(temp, final string, size int64) error {
 	if b.usage.known && !existed {
 		b.usage.bytes += size
 		b.usage.blobs++
+		if b.usage.over != nil && b.usage.bytes > b.usage.limit {
+			select {
+			case b.usage.over <- struct{}{}:
+			default: // one signal pending is enough
+			}
+		}
 	}
 	return nil
+}
+
+// NotifyOver returns a channel that is signalled whenever a commit leaves
+// the store holding more than limit bytes (once Usage has counted it), so
+// that a bounded cache reacts to the commit that crossed its bound rather
+// than at its next look. Signals do not queue: one pending stands for
+// any number. A later call replaces the channel.
+func (b *Blobs) NotifyOver(limit int64) <-chan struct{} {
+	b.usage.mu.Lock()
+	defer b.usage.mu.Unlock()
+	b.usage.limit = limit
+	b.usage.over = make(chan struct{}, 1)
+	return b.usage.over
 }
 
 // remove unlinks the committed blob at path and uncounts it.

@@ -38,7 +38,7 @@ const (
 
 var (
 	allServers   = []string{srvDirect, srvStatic, srvRegcache, srvDistribution}
-	allScenarios = []string{scCold1, scCold16, scWarm16, scTTFBBig, scBigCold16}
+	allScenarios = []string{scCold1, scCold16, scWarm16, scTTFBBig, scBigCold16, scEvict}
 	// cacheServers are the servers with a cache, started fresh per cold scenario.
 	cacheServers = []string{srvRegcache, srvDistribution}
 )
@@ -50,6 +50,7 @@ var applies = map[string][]string{
 	scWarm16:    {srvStatic, srvRegcache, srvDistribution},
 	scTTFBBig:   {srvDirect, srvRegcache, srvDistribution},
 	scBigCold16: {srvRegcache, srvDistribution},
+	scEvict:     {srvRegcache},
 }
 
 // bench is one run of the benchmark.
@@ -66,6 +67,9 @@ type bench struct {
 	app, big *Image
 	nextData int
 	results  []Result
+	// regcacheArgs are added to regcache's command line (the eviction run).
+	regcacheArgs []string
+	eviction     *EvictionResult
 }
 
 // want reports whether scenario runs against server in this run.
@@ -114,6 +118,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	err = b.scenarios(ctx)
 	report.Results = b.results
 	report.Ratios = computeRatios(b.results)
+	report.Eviction = b.eviction
 	report.Config.DurationSeconds = time.Since(started).Seconds()
 	report.Machine.LoadStart, report.Machine.LoadEnd = load, loadAverage()
 	return report, err
@@ -224,6 +229,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 	}
 	b.coldEach(ctx, scTTFBBig, b.big, 1)
 	b.coldEach(ctx, scBigCold16, b.big, n)
+	b.evictionRun(ctx)
 	return ctx.Err()
 }
 
@@ -264,7 +270,7 @@ func (b *bench) withCache(ctx context.Context, server string, f func(*child) err
 		defer os.Remove(cfg)
 		spec.bin = filepath.Join(b.binDir, "regcache")
 		spec.args = func(addr string) []string {
-			return []string{"serve", "--config", cfg, "--listen", addr, "--data-dir", data}
+			return append([]string{"serve", "--config", cfg, "--listen", addr, "--data-dir", data}, b.regcacheArgs...)
 		}
 		spec.drop = []string{"REGCACHE_"}
 	case srvDistribution:

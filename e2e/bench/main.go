@@ -22,6 +22,9 @@
 //	                first byte is the figure
 //	cold-16-1GiB    --clients clients pull the big image together; regcache's
 //	                peak RSS is the figure (--big-cold=false skips it)
+//	evict           --clients clients pull --evict-total of images in a loop
+//	                from regcache with --max-size --evict-limit, then without
+//	                a limit (evict.go)
 //
 // Figures are meant to be read as ratios between servers of the same run,
 // which BENCHMARKS.md lists against the targets of the benchmark's issue.
@@ -70,6 +73,7 @@ type Options struct {
 	Verify      bool
 	Servers     []string
 	Scenarios   []string
+	Evict       evictOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (Options, error) {
@@ -90,6 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.BoolVar(&o.Verify, "verify", true, "clients check the size and sha256 digest of every body they read")
 	servers := fs.String("servers", "", "comma-separated subset of servers to run: "+strings.Join(allServers, ","))
 	scenarios := fs.String("scenarios", "", "comma-separated subset of scenarios to run: "+strings.Join(allScenarios, ","))
+	evictFlags(fs, &o.Evict)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

@@ -19,6 +19,8 @@ type Report struct {
 	Config  RunConfig `json:"config"`
 	Results []Result  `json:"results"`
 	Ratios  []Ratio   `json:"ratios"`
+	// Eviction is the eviction run (evict.go), when it ran.
+	Eviction *EvictionResult `json:"eviction,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -104,7 +106,7 @@ func (r *Report) errorCount() int {
 	for _, res := range r.Results {
 		n += res.Errors
 	}
-	return n
+	return n + r.Eviction.errors()
 }
 
 // find returns the error-free result of scenario on server.
@@ -269,6 +271,7 @@ func printTable(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "\n%s / %s: %d error(s), first: %s\n", res.Scenario, res.Server, res.Errors, res.Error)
 		}
 	}
+	printEviction(w, r.Eviction)
 }
 
 // writeAligned writes rows as columns two spaces apart, the first left
@@ -361,6 +364,7 @@ func markdown(r *Report) string {
 			fmt.Fprintf(&b, "\n`%s` / `%s`: %d error(s), first: `%s`\n", res.Scenario, res.Server, res.Errors, strings.ReplaceAll(res.Error, "`", "'"))
 		}
 	}
+	b.WriteString(evictionMarkdown(r.Eviction))
 	return b.String()
 }
 
