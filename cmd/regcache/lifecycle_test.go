@@ -244,3 +244,30 @@ func hasRow(table string, fields ...string) bool {
 	}
 	return false
 }
+
+// TestServeHelpConfigLoads: the config file `serve --help` shows is a
+// valid config file (its keys and values load).
+func TestServeHelpConfigLoads(t *testing.T) {
+	t.Parallel()
+	stdout, _, err := runCLI(t, t.Context(), nil, "serve", "--help")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, example, ok := strings.Cut(stdout, "Config file:\n")
+	if !ok {
+		t.Fatalf("serve --help shows no config file:\n%s", stdout)
+	}
+	example, _, _ = strings.Cut(example, "\nUsage:")
+	var lines []string
+	for _, l := range strings.Split(example, "\n") {
+		lines = append(lines, strings.TrimPrefix(l, "  "))
+	}
+	path := writeFile(t, "config.yaml", strings.Join(lines, "\n"))
+	cfg, err := parseServe(t, []string{"--config", path}, nil)
+	if err != nil {
+		t.Fatalf("the config file of serve --help does not load: %v\n%s", err, strings.Join(lines, "\n"))
+	}
+	if cfg.MaxSize != "50GiB" || cfg.EvictUnusedAfter != 720*time.Hour || cfg.Rules[1].MaxStale != "72h" {
+		t.Fatalf("loaded %+v", cfg.LifecycleConfig)
+	}
+}

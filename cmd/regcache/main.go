@@ -226,6 +226,13 @@ collection (every gcInterval, or regcache gc) deletes the blobs no manifest
 references, never those of cached repositories nor those written within
 gcGrace.
 
+Bounded disk: over maxSize (--max-size 50GiB or 80% of the filesystem) the
+least recently used images of cached repositories are evicted down to
+evictLowWater of it; evictUnusedAfter evicts those nobody pulled for that
+long. Local repositories are never evicted. With offline (--offline)
+regcache contacts no upstream: it serves cached and imported content and
+answers anything else at once saying it is offline.
+
 Every setting can come from the YAML file given by --config, a REGCACHE_*
 environment variable, or a flag (flags win over the environment, which wins
 over the file). Config file:
@@ -243,6 +250,11 @@ over the file). Config file:
   uploadIdleTimeout: 1h   # an upload session receiving nothing this long is removed
   gcInterval: 1h          # garbage collection period (0: off)
   gcGrace: 1h             # blobs written or linked within this are kept
+  maxSize: 50GiB          # or 80% (of the filesystem): evict the least recently used cached images
+  evictLowWater: 90%      # ... down to this much of maxSize
+  evictUnusedAfter: 720h  # evict cached images nobody pulled for this long
+  notFoundTTL: 1m         # an upstream's "no such manifest" is remembered this long
+  offline: false          # true: contact no upstream, serve what is cached or imported
   upstreams:
     docker.io: https://mirror.example.com
   allowedUpstreams:       # besides the well-known registries and upstreams
@@ -277,11 +289,15 @@ over the file). Config file:
     - name: hub-library
       source: docker.io/library/*
       target: hub/*
-      tagTTL: 10m         # cached tags served 10m before a HEAD revalidates them`,
+      tagTTL: 10m         # cached tags served 10m before a HEAD revalidates them (never: until refreshed)
+      maxStale: 72h       # upstream down: serve a tag only if confirmed within 72h
+      deletedTags: serve  # a tag deleted upstream: serve (until evicted) or forget`,
 		Example: `  regcache serve
   regcache serve --listen 127.0.0.1:5000 --data-dir /var/lib/regcache
   regcache serve --upstream docker.io=http://127.0.0.1:5001 --log-format json
   regcache serve --default-registry docker.io --local-namespace lab/* --gc-grace 2h
+  regcache serve --max-size 80% --evict-unused-after 720h
+  regcache serve --offline --data-dir /srv/lab-regcache
   REGCACHE_CONFIG=/etc/regcache/config.yaml regcache serve`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
