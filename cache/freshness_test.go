@@ -23,6 +23,27 @@ func (f *fixture) setClock(c *clock) {
 
 func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
 
+// newClockedFixture is newFixture with an injected clock.
+func newClockedFixture(t *testing.T, creds Credentials, rules ...Rule) (*fixture, *clock) {
+	t.Helper()
+	f := newFixture(t, creds, rules...)
+	c := newClock()
+	f.setClock(c)
+	return f, c
+}
+
+// cachedBlob reads blob digest of repo through the puller and waits until
+// it is stored (its fill, if any, ended).
+func cachedBlob(t *testing.T, f *fixture, repo, digest string) []byte {
+	t.Helper()
+	c, err := f.puller.Blob(t.Context(), repo, digest)
+	b := readAll(t, c, err)
+	if err := fillEnded(t, c); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // upstreamRequests counts every request the upstream proxy received.
 func (f *fixture) upstreamRequests() int64 {
 	var n int64
@@ -37,9 +58,7 @@ func (f *fixture) upstreamRequests() int64 {
 // costs the upstream a HEAD per TTL window and never a GET.
 func TestUnchangedTagHeadsOnly(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, Anonymous{}, hubRule)
-	c := newClock()
-	f.setClock(c)
+	f, c := newClockedFixture(t, Anonymous{}, hubRule)
 	f.push(t, "library/app:v1")
 	reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
 	for range 5 {
@@ -56,9 +75,7 @@ func TestUnchangedTagHeadsOnly(t *testing.T) {
 // revalidating, so each of them would have sent its own.
 func TestConcurrentRevalidationsOneHead(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, Anonymous{}, hubRule)
-	c := newClock()
-	f.setClock(c)
+	f, c := newClockedFixture(t, Anonymous{}, hubRule)
 	img := f.push(t, "library/app:v1")
 	want, _ := img.Digest()
 	reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
@@ -113,9 +130,7 @@ func TestConcurrentRevalidationsOneHead(t *testing.T) {
 // for 50 times in a row, reaches the upstream once per NotFoundTTL.
 func TestMissingManifestRemembered(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, Anonymous{}, hubRule)
-	c := newClock()
-	f.setClock(c)
+	f, c := newClockedFixture(t, Anonymous{}, hubRule)
 	f.push(t, "library/app:v1")
 	var afterFirst int64
 	for i := range 50 {
@@ -148,9 +163,7 @@ func TestMissingManifestRemembered(t *testing.T) {
 // requests resume.
 func TestRetryAfter(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, Anonymous{}, hubRule)
-	c := newClock()
-	f.setClock(c)
+	f, c := newClockedFixture(t, Anonymous{}, hubRule)
 	img := f.push(t, "library/app:v1")
 	f.push(t, "library/app:v2")
 	want, _ := img.Digest()
@@ -243,9 +256,7 @@ func TestTagTTLNever(t *testing.T) {
 	t.Parallel()
 	pinned := hubRule
 	pinned.TagTTL = TagTTLNever
-	f := newFixture(t, Anonymous{}, pinned)
-	c := newClock()
-	f.setClock(c)
+	f, c := newClockedFixture(t, Anonymous{}, pinned)
 	first := f.push(t, "library/app:v1")
 	fd, _ := first.Digest()
 	reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
@@ -281,9 +292,7 @@ func TestMaxStale(t *testing.T) {
 	t.Parallel()
 	rule := hubRule
 	rule.MaxStale = "1h"
-	f := newFixture(t, Anonymous{}, rule)
-	c := newClock()
-	f.setClock(c)
+	f, c := newClockedFixture(t, Anonymous{}, rule)
 	f.puller.opts.RevalidateTimeout = time.Second
 	f.push(t, "library/app:v1")
 	reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
@@ -314,9 +323,7 @@ func TestDeletedTags(t *testing.T) {
 			t.Parallel()
 			rule := hubRule
 			rule.DeletedTags = tc.policy
-			f := newFixture(t, Anonymous{}, rule)
-			c := newClock()
-			f.setClock(c)
+			f, c := newClockedFixture(t, Anonymous{}, rule)
 			img := f.push(t, "library/app:v1")
 			want, _ := img.Digest()
 			reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
@@ -350,19 +357,13 @@ func TestDeletedTags(t *testing.T) {
 // the upstream receives nothing.
 func TestOffline(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, Anonymous{}, hubRule)
-	c := newClock()
-	f.setClock(c)
+	f, c := newClockedFixture(t, Anonymous{}, hubRule)
 	img := f.push(t, "library/app:v1")
 	f.push(t, "library/app:v2")
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
 	reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
-	b, err := f.puller.Blob(t.Context(), "hub/app", ld.String())
-	readAll(t, b, err)
-	if err := fillEnded(t, b); err != nil {
-		t.Fatal(err)
-	}
+	cachedBlob(t, f, "hub/app", ld.String())
 	before := f.upstreamRequests()
 	f.puller.opts.Upstreams.offline = true
 	c.add(24 * time.Hour)
@@ -401,11 +402,7 @@ func TestVanishedBlobIsFetchedAgain(t *testing.T) {
 	img := f.push(t, "library/app:v1")
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
-	first, err := f.puller.Blob(t.Context(), "hub/app", ld.String())
-	want := readAll(t, first, err)
-	if err := fillEnded(t, first); err != nil {
-		t.Fatal(err)
-	}
+	want := cachedBlob(t, f, "hub/app", ld.String())
 	open, err := f.puller.Blob(t.Context(), "hub/app", ld.String())
 	if err != nil {
 		t.Fatal(err)
@@ -437,11 +434,7 @@ func TestVanishedBlobIsFetchedAgainAfterConfirmation(t *testing.T) {
 	f.push(t, "other/app:v1") // the ggcr registry shares blobs across repositories
 	layers, _ := img.Layers()
 	ld, _ := layers[0].Digest()
-	first, err := f.puller.Blob(t.Context(), "hub/app", ld.String())
-	want := readAll(t, first, err)
-	if err := fillEnded(t, first); err != nil {
-		t.Fatal(err)
-	}
+	want := cachedBlob(t, f, "hub/app", ld.String())
 	// The other repository's upstream confirms the stored bytes, which
 	// an eviction removes right then.
 	f.fault.Store(func(w http.ResponseWriter, r *http.Request) bool {

@@ -39,18 +39,11 @@ func newCountingProxy(t *testing.T, upstream string, chunk int, pause time.Durat
 		if isBlob {
 			p.blobGETs.Add(1)
 		}
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target.String()+r.URL.RequestURI(), r.Body)
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultTransport.RoundTrip(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		resp, ok := relay(w, r, target.String())
+		if !ok {
 			return
 		}
 		defer resp.Body.Close()
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
 		if !isBlob {
 			io.Copy(w, resp.Body)
 			return

@@ -46,18 +46,11 @@ func newCountingUpstream(t *testing.T, target string) *countingUpstream {
 			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"pull limit"}]}`, http.StatusTooManyRequests)
 			return
 		}
-		req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), nil)
-		req.Header = r.Header.Clone()
-		resp, err := http.DefaultTransport.RoundTrip(req)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadGateway)
+		resp, ok := relay(w, r, target)
+		if !ok {
 			return
 		}
 		defer resp.Body.Close()
-		for k, v := range resp.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(resp.StatusCode)
 		io.Copy(w, resp.Body)
 	}))
 	t.Cleanup(c.Close)
@@ -209,4 +202,22 @@ func TestFreshnessAgainstCountingUpstream(t *testing.T) {
 			t.Fatalf("cache show does not show the wait:\n%s", out)
 		}
 	})
+}
+
+// relay sends r to the server at target and writes the answer's status and
+// headers to w; the caller copies the body and closes it. ok is false when
+// the server could not be reached (502 was answered).
+func relay(w http.ResponseWriter, r *http.Request, target string) (resp *http.Response, ok bool) {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
+	req.Header = r.Header.Clone()
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return nil, false
+	}
+	for k, v := range resp.Header {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(resp.StatusCode)
+	return resp, true
 }

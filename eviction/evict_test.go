@@ -480,58 +480,51 @@ func TestEvictUnlinksBeforeRemoving(t *testing.T) {
 	}
 }
 
-// TestRunEvictsWhenOverTheLimit: the background loop notices within a
-// check interval that the store went over its maximum size, and evicts.
+// TestRunEvictsWhenOverTheLimit: the background loop evicts when the
+// store goes over its maximum size: at once, woken by the commit that
+// crossed it; and, where the store cannot signal that, within a check
+// interval.
 func TestRunEvictsWhenOverTheLimit(t *testing.T) {
 	t.Parallel()
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t, Options{MaxSize: 2500, LowWater: 0.5, CheckInterval: time.Second, Now: time.Now})
-		old := f.cache(t, "hub/old", "v1", [][]byte{layer("old", 1000)}, time.Now())
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() {
-			f.ev.Run(ctx)
-			close(done)
-		}()
-		time.Sleep(5 * time.Second)
-		synctest.Wait()
-		if f.ev.Runs() != 0 {
-			t.Fatalf("%d runs under the limit", f.ev.Runs())
-		}
-		f.cache(t, "hub/new", "v1", [][]byte{layer("new", 1000)}, time.Now())
-		time.Sleep(time.Second)
-		synctest.Wait()
-		if f.ev.Runs() != 1 || f.stored(t, old.digest) {
-			t.Fatalf("over the limit for a check interval: %d runs, old image stored %v", f.ev.Runs(), f.stored(t, old.digest))
-		}
-		cancel()
-		<-done
-	})
-}
-
-// TestRunEvictsOnTheCommitThatCrossesTheLimit: the commit that takes the
-// store over its maximum wakes the loop at once, without waiting for the
-// next check.
-func TestRunEvictsOnTheCommitThatCrossesTheLimit(t *testing.T) {
-	t.Parallel()
-	synctest.Test(t, func(t *testing.T) {
-		f := newFixture(t, Options{MaxSize: 2500, LowWater: 0.5, CheckInterval: time.Hour, Now: time.Now})
-		old := f.cache(t, "hub/old", "v1", [][]byte{layer("old", 1000)}, time.Now())
-		ctx, cancel := context.WithCancel(t.Context())
-		done := make(chan struct{})
-		go func() {
-			f.ev.Run(ctx)
-			close(done)
-		}()
-		synctest.Wait()
-		f.cache(t, "hub/new", "v1", [][]byte{layer("new", 1000)}, time.Now())
-		synctest.Wait()
-		if f.ev.Runs() != 1 || f.stored(t, old.digest) {
-			t.Fatalf("right after the commit over the limit: %d runs, old image stored %v", f.ev.Runs(), f.stored(t, old.digest))
-		}
-		cancel()
-		<-done
-	})
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		signal   bool // the store signals the crossing commit
+		after    time.Duration
+	}{
+		{"on the crossing commit", time.Hour, true, 0},
+		{"within a check interval", time.Second, false, time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			synctest.Test(t, func(t *testing.T) {
+				f := newFixture(t, Options{MaxSize: 2500, LowWater: 0.5, CheckInterval: tc.interval, Now: time.Now})
+				if !tc.signal {
+					f.ev.blobs = struct{ Blobs }{f.blobs} // no NotifyOver
+				}
+				old := f.cache(t, "hub/old", "v1", [][]byte{layer("old", 1000)}, time.Now())
+				ctx, cancel := context.WithCancel(t.Context())
+				done := make(chan struct{})
+				go func() {
+					f.ev.Run(ctx)
+					close(done)
+				}()
+				time.Sleep(5 * time.Second)
+				synctest.Wait()
+				if f.ev.Runs() != 0 {
+					t.Fatalf("%d runs under the limit", f.ev.Runs())
+				}
+				f.cache(t, "hub/new", "v1", [][]byte{layer("new", 1000)}, time.Now())
+				time.Sleep(tc.after)
+				synctest.Wait()
+				if f.ev.Runs() != 1 || f.stored(t, old.digest) {
+					t.Fatalf("%v after going over the limit: %d runs, old image stored %v", tc.after, f.ev.Runs(), f.stored(t, old.digest))
+				}
+				cancel()
+				<-done
+			})
+		})
+	}
 }
 
 // TestNewRefusesBadBounds: bounds that make no sense are refused, naming

@@ -266,30 +266,13 @@ func (w *Writer) Commit() error {
 	if w.done {
 		return errors.New("blob writer already closed")
 	}
-	w.done = true
-	err := w.verify()
+	err := w.seal()
 	if err == nil {
-		err = w.f.Sync()
-	}
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.MkdirAll(filepath.Dir(w.final), 0o755)
-	}
-	if err == nil {
-		err = w.store.place(w.f.Name(), w.final, w.n)
-	}
-	if err != nil {
-		os.Remove(w.f.Name())
-		w.removeUpload()
-		return full(fmt.Errorf("commit blob %s: %w", w.digest, err), w.what())
+		err = w.staged().place()
 	}
 	w.removeUpload()
-	// Make the new directory entry durable too.
-	if d, err := os.Open(filepath.Dir(w.final)); err == nil {
-		d.Sync()
-		d.Close()
+	if err != nil {
+		return full(fmt.Errorf("commit blob %s: %w", w.digest, err), w.what())
 	}
 	return nil
 }

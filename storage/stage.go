@@ -76,6 +76,15 @@ func (w *Writer) Stage(digest string) (*Staged, error) {
 		w.Cancel()
 		return nil, errors.New("stage: no digest to verify the bytes against")
 	}
+	if err := w.seal(); err != nil {
+		return nil, full(fmt.Errorf("blob %s: %w", w.digest, err), w.what())
+	}
+	return w.staged(), nil
+}
+
+// seal verifies the bytes written, makes them durable and closes the
+// temporary file; on failure it removes the file.
+func (w *Writer) seal() error {
 	w.done = true
 	err := w.verify()
 	if err == nil {
@@ -86,9 +95,13 @@ func (w *Writer) Stage(digest string) (*Staged, error) {
 	}
 	if err != nil {
 		os.Remove(w.f.Name())
-		return nil, full(fmt.Errorf("blob %s: %w", w.digest, err), w.what())
 	}
-	return &Staged{store: w.store, temp: w.f.Name(), final: w.final, digest: w.digest, size: w.n}, nil
+	return err
+}
+
+// staged is the sealed bytes of w, to be placed under their digest.
+func (w *Writer) staged() *Staged {
+	return &Staged{store: w.store, temp: w.f.Name(), final: w.final, digest: w.digest, size: w.n}
 }
 
 // Digest is the staged blob's digest.
@@ -111,6 +124,15 @@ func (s *Staged) Commit() error {
 	if s.done {
 		return fmt.Errorf("blob %s: staged bytes already committed or cancelled", s.digest)
 	}
+	if err := s.place(); err != nil {
+		return full(fmt.Errorf("commit blob %s: %w", s.digest, err), "blob "+s.digest)
+	}
+	return nil
+}
+
+// place renames the sealed bytes to their digest's path and makes the
+// directory entry durable; on failure the bytes are removed.
+func (s *Staged) place() error {
 	s.done = true
 	err := os.MkdirAll(filepath.Dir(s.final), 0o755)
 	if err == nil {
@@ -118,7 +140,7 @@ func (s *Staged) Commit() error {
 	}
 	if err != nil {
 		os.Remove(s.temp)
-		return full(fmt.Errorf("commit blob %s: %w", s.digest, err), "blob "+s.digest)
+		return err
 	}
 	if d, err := os.Open(filepath.Dir(s.final)); err == nil {
 		d.Sync()

@@ -59,16 +59,9 @@ registry only).`,
 			if out == "" {
 				return usageErrorf(cmd, "--out FILE is required (- for standard output)")
 			}
-			refs := append([]string(nil), args...)
-			for _, f := range files {
-				more, err := readList(f, cmd.InOrStdin())
-				if err != nil {
-					return err
-				}
-				refs = append(refs, more...)
-			}
-			if len(refs) == 0 {
-				return usageErrorf(cmd, "give at least one reference, as arguments or with -f FILE")
+			refs, err := referencesOf(cmd, args, files)
+			if err != nil {
+				return err
 			}
 			req := registry.ExportRequest{References: refs}
 			if skipFile != "" {

@@ -597,25 +597,7 @@ func TestServeEndToEnd(t *testing.T) {
 		done <- err
 	}()
 	url := "http://" + addr
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve exited early: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not answer /healthz: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitHealthy(t, url, done)
 	fi, err := os.Stat(filepath.Join(dataDir, "admin.token"))
 	if err != nil {
 		t.Fatalf("admin token not written: %v", err)

@@ -90,28 +90,17 @@ func startServe(t *testing.T, args ...string) *served {
 	}()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("serve: %v", err)
+			}
+		case <-time.After(30 * time.Second): // or it ended early, and waitHealthy took its error
+			t.Error("serve did not stop within 30s of its context's end")
 		}
 	})
 	s.url = "http://" + addr
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(s.url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve exited early: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not answer /healthz: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitHealthy(t, s.url, done)
 	s.env = map[string]string{"REGCACHE_DATA_DIR": s.dataDir, "REGCACHE_SERVER": s.url}
 	return s
 }
@@ -269,5 +258,30 @@ func TestServeHelpConfigLoads(t *testing.T) {
 	}
 	if cfg.MaxSize != "50GiB" || cfg.EvictUnusedAfter != 720*time.Hour || cfg.Rules[1].MaxStale != "72h" {
 		t.Fatalf("loaded %+v", cfg.LifecycleConfig)
+	}
+}
+
+// waitHealthy waits until the serve at url answers /healthz with 200,
+// failing the test if it exits (done) first or takes over 10s.
+func waitHealthy(t *testing.T, url string, done <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited early: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve did not answer /healthz: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -42,16 +42,9 @@ is 1, naming every reference that failed, when any did.`,
   regcache warm -f images.txt --platform linux/amd64 --platform linux/arm64
   regcache warm --server https://regcache.lab:5000 --token-file ./admin.token -f -  < images.txt`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			refs := append([]string(nil), args...)
-			for _, f := range files {
-				more, err := readList(f, cmd.InOrStdin())
-				if err != nil {
-					return err
-				}
-				refs = append(refs, more...)
-			}
-			if len(refs) == 0 {
-				return usageErrorf(cmd, "give at least one reference, as arguments or with -f FILE")
+			refs, err := referencesOf(cmd, args, files)
+			if err != nil {
+				return err
 			}
 			if all && len(platforms) > 0 {
 				return usageErrorf(cmd, "give --platform or --all-platforms, not both")
@@ -94,6 +87,23 @@ is 1, naming every reference that failed, when any did.`,
 	connFlags(cmd)
 	outputFlag(cmd, false, "text", "text", "json")
 	return cmd
+}
+
+// referencesOf gathers the references of a command: its arguments, then
+// those of the -f files; at least one.
+func referencesOf(cmd *cobra.Command, args, files []string) ([]string, error) {
+	refs := append([]string(nil), args...)
+	for _, f := range files {
+		more, err := readList(f, cmd.InOrStdin())
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, more...)
+	}
+	if len(refs) == 0 {
+		return nil, usageErrorf(cmd, "give at least one reference, as arguments or with -f FILE")
+	}
+	return refs, nil
 }
 
 // readList reads references from a file ("-": in), one per line.
