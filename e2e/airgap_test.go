@@ -31,6 +31,8 @@ import (
 //     second one started with --offline and no upstream at all, which
 //     serves every image, every platform, to skopeo, crane, containerd and
 //     docker with the upstream's digests, and lists the signature;
+//   - the archive itself is read by `skopeo copy oci-archive:` and,
+//     unpacked, pushed by `crane push --index`;
 //   - archives written by `skopeo copy ... oci-archive:` and by `docker
 //     save` import too (a docker save image keeps its image ID and layer
 //     diff IDs);
@@ -69,6 +71,22 @@ func TestAirGap(t *testing.T) {
 		_, body := getWithToken(t, b.URL()+"/v2/hub/gapped-multi/referrers/"+idx.Digest, "")
 		if !strings.Contains(string(body), sig) {
 			t.Errorf("the signature %s is not listed as a referrer after import: %s", sig, body)
+		}
+	})
+
+	t.Run("the archive read by skopeo and crane", func(t *testing.T) {
+		dir := filepath.Join(work, "skopeo-read")
+		runSkopeo(t, skopeo, "copy", "--all", "--preserve-digests", "--insecure-policy", "oci-archive:"+lab+":hub/gapped-multi:v1", "oci:"+dir+":v1")
+		checkBlobFiles(t, "skopeo", dir, append(idx.ChildDigests(), idx.Digest))
+		unpacked := filepath.Join(work, "unpacked")
+		untarFile(t, lab, unpacked)
+		dst := peers.StartGGCR(t)
+		runOK(t, peers.RunOptions{}, crane, "push", "--insecure", "--index", unpacked, dst.Host+"/from-archive:v1")
+		raw := runOK(t, peers.RunOptions{}, crane, "manifest", "--insecure", dst.Host+"/from-archive:v1")
+		for _, d := range []string{img.Digest, idx.Digest, tool.Digest} {
+			if !strings.Contains(raw, d) {
+				t.Errorf("crane pushed the archive's layout without %s:\n%s", d, raw)
+			}
 		}
 	})
 
@@ -249,4 +267,38 @@ func archiveBlobs(t *testing.T, path string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// untarFile unpacks a tar archive into dir.
+func untarFile(t *testing.T, archive, dir string) {
+	t.Helper()
+	f, err := os.Open(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	tr := tar.NewReader(f)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, filepath.FromSlash(h.Name))
+		if h.Typeflag == tar.TypeDir {
+			os.MkdirAll(p, 0o755)
+			continue
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		out, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.Copy(out, tr); err != nil {
+			t.Fatal(err)
+		}
+		out.Close()
+	}
 }
