@@ -61,7 +61,9 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// One view of the upstreams for every request to them: offline mode,
 	// waits after 429s, the limits they announce.
 	upstreams := cache.NewUpstreams(cache.UpstreamsOptions{Offline: cfg.Offline})
-	creds, err := newCredentials(ctx, cfg, meta, endpoints, upstreams.Transport(cache.DefaultTransport()), func(set string) []string { return rulesUsing(rules, set) }, log)
+	credTransport := cache.DefaultTransport()
+	defer credTransport.CloseIdleConnections()
+	creds, err := newCredentials(ctx, cfg, meta, endpoints, upstreams.Transport(credTransport), func(set string) []string { return rulesUsing(rules, set) }, log)
 	if err != nil {
 		return err
 	}
