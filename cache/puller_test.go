@@ -42,6 +42,10 @@ type fixture struct {
 	// transport is the puller's base transport; gates hold blob bodies.
 	transport gateTransport
 	logs      logBuffer // what the puller logs
+	// relay is the proxy's own transport to the registry: not
+	// http.DefaultTransport, whose idle connections every
+	// httptest.Server.Close of a parallel test closes under it.
+	relay *http.Transport
 }
 
 type staticCreds map[string]authn.Authenticator
@@ -61,7 +65,8 @@ func (s staticCreds) Authenticator(_ context.Context, set string) (authn.Authent
 
 func newFixture(t *testing.T, creds Credentials, rules ...Rule) *fixture {
 	t.Helper()
-	f := &fixture{}
+	f := &fixture{relay: &http.Transport{}}
+	t.Cleanup(f.relay.CloseIdleConnections)
 	f.fault.Store(func(http.ResponseWriter, *http.Request) bool { return false })
 	f.upstream = httptest.NewServer(ggcr.New(ggcr.Logger(stdlog.New(io.Discard, "", 0))))
 	t.Cleanup(f.upstream.Close)
@@ -106,7 +111,7 @@ func newFixture(t *testing.T, creds Credentials, rules ...Rule) *fixture {
 func (f *fixture) forward(w http.ResponseWriter, r *http.Request, edit func(http.Header)) {
 	req, _ := http.NewRequestWithContext(r.Context(), r.Method, f.upstream.URL+r.URL.RequestURI(), nil)
 	req.Header = r.Header.Clone()
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	resp, err := f.relay.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return

@@ -30,6 +30,8 @@ type countingUpstream struct {
 func newCountingUpstream(t *testing.T, target string) *countingUpstream {
 	t.Helper()
 	c := &countingUpstream{counts: map[string]int{}, hold: map[string]chan struct{}{}}
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
 	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c.received.Add(1)
 		c.mu.Lock()
@@ -46,7 +48,7 @@ func newCountingUpstream(t *testing.T, target string) *countingUpstream {
 			http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"pull limit"}]}`, http.StatusTooManyRequests)
 			return
 		}
-		resp, ok := relay(w, r, target)
+		resp, ok := relay(w, r, tr, target)
 		if !ok {
 			return
 		}
@@ -204,13 +206,16 @@ func TestFreshnessAgainstCountingUpstream(t *testing.T) {
 	})
 }
 
-// relay sends r to the server at target and writes the answer's status and
-// headers to w; the caller copies the body and closes it. ok is false when
-// the server could not be reached (502 was answered).
-func relay(w http.ResponseWriter, r *http.Request, target string) (resp *http.Response, ok bool) {
+// relay sends r through tr to the server at target and writes the
+// answer's status and headers to w; the caller copies the body and closes
+// it. ok is false when the server could not be reached (502 was
+// answered). A proxy has a transport of its own: every
+// httptest.Server.Close closes http.DefaultTransport's idle connections,
+// under the requests of parallel tests.
+func relay(w http.ResponseWriter, r *http.Request, tr *http.Transport, target string) (resp *http.Response, ok bool) {
 	req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
 	req.Header = r.Header.Clone()
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
 		return nil, false
