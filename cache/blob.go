@@ -203,6 +203,14 @@ func (p *Puller) fillSlot(ctx context.Context) (release func(), err error) {
 	}
 }
 
+// FillsRunning is how many blob fills are running (or waiting for a
+// slot): once none is, everything fetched is committed and linked.
+func (p *Puller) FillsRunning() int {
+	p.fillsMu.Lock()
+	defer p.fillsMu.Unlock()
+	return len(p.fills)
+}
+
 // FillsQueued is how many fills wait for a slot (Options.MaxFills).
 func (p *Puller) FillsQueued() int64 { return p.fillsQueued.Load() }
 

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regcache/regcache/e2e/peers"
 )
@@ -172,10 +173,25 @@ func statusOf(t testing.TB, rc *peers.Regcache) adminStatus {
 	return st
 }
 
+// waitFillsEnded waits until regcache runs no fill: everything a pull
+// fetched is committed and linked (a client has its last byte before
+// that).
+func waitFillsEnded(t testing.TB, rc *peers.Regcache) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for statusOf(t, rc).FillsRunning > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("fills still running after 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // adminStatus is the part of the status the tests read.
 type adminStatus struct {
-	Offline bool `json:"offline"`
-	Storage *struct {
+	Offline      bool `json:"offline"`
+	FillsRunning int  `json:"fillsRunning"`
+	Storage      *struct {
 		StoredBytes   int64 `json:"storedBytes"`
 		MaxSize       int64 `json:"maxSize"`
 		Runs          int64 `json:"evictionRuns"`

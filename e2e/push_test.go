@@ -124,6 +124,8 @@ func TestPushClients(t *testing.T) {
 
 	t.Run("push into a cached repository is refused", func(t *testing.T) {
 		checkImage(t, rc.Addr+"/hub/app:v1", pullThroughFixture(t, u)) // the repository exists, cached
+		// A pull ends before the fill commits its last blob.
+		waitFillsEnded(t, rc)
 		blobsBefore := storedBlobs(t, rc)
 		tagsBefore := runOK(t, peers.RunOptions{}, crane, "ls", "--insecure", rc.Addr+"/hub/app")
 		stdout, stderr, code := peers.Run(t, crane, "copy", "--insecure", u.Host+"/src/app:v1", rc.Addr+"/hub/app:pushed")

@@ -223,9 +223,11 @@ func (s *server) refresh(w http.ResponseWriter, r *http.Request) error {
 // Status is the answer of GET /admin/v1/status.
 type Status struct {
 	// Offline: regcache contacts no upstream.
-	Offline   bool             `json:"offline"`
-	Storage   *eviction.State  `json:"storage,omitempty"`
-	Upstreams *UpstreamsStatus `json:"upstreams,omitempty"`
+	Offline bool `json:"offline"`
+	// FillsRunning counts the blobs being fetched from upstreams.
+	FillsRunning int              `json:"fillsRunning"`
+	Storage      *eviction.State  `json:"storage,omitempty"`
+	Upstreams    *UpstreamsStatus `json:"upstreams,omitempty"`
 }
 
 // UpstreamsStatus is what is known of every upstream.
@@ -248,6 +250,9 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		st.Storage = &es
+	}
+	if f, ok := s.Lifecycle.Upstreams.(interface{ FillsRunning() int }); ok {
+		st.FillsRunning = f.FillsRunning()
 	}
 	if s.Lifecycle.Upstreams != nil {
 		u := s.Lifecycle.Upstreams.Upstreams()
