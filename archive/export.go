@@ -291,6 +291,7 @@ type counter struct {
 	report func(int64)
 }
 
+// Write counts b and reports the running count.
 func (c *counter) Write(b []byte) (int, error) {
 	c.n += int64(len(b))
 	if c.report != nil {

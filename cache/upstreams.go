@@ -88,6 +88,8 @@ type WaitError struct {
 	Left time.Duration
 }
 
+// Error says which upstream, until when, and that cached content is
+// still served.
 func (e *WaitError) Error() string {
 	return fmt.Sprintf("upstream %s answered 429 Too Many Requests: regcache sends it nothing until %s (in %v); cached content is still served",
 		e.Upstream, e.Until.UTC().Format(time.RFC3339), e.Left.Round(time.Second))
@@ -270,6 +272,8 @@ type upstreamsTransport struct {
 	base http.RoundTripper
 }
 
+// RoundTrip refuses a request regcache must not send now, and observes
+// the answer of every other.
 func (t upstreamsTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := t.u.gate(req.URL.Host, ""); err != nil {
 		if req.Body != nil {

@@ -385,6 +385,7 @@ type progress struct {
 	fetched bool
 }
 
+// Write counts b as done (and as fetched when it came from the upstream).
 func (p progress) Write(b []byte) (int, error) {
 	p.j.done.Add(int64(len(b)))
 	if p.fetched {

@@ -272,6 +272,8 @@ func newTransfer(w io.Writer, label string, total int64, mode string) *transfer 
 	return &transfer{w: w, label: label, total: total, mode: mode, meter: newMeter(), board: board{w: w}}
 }
 
+// Write counts b and shows the progress, at most every 200ms on a
+// terminal and every 5s otherwise.
 func (t *transfer) Write(b []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
