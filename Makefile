@@ -80,8 +80,9 @@ peers:
 
 # The benchmark (e2e/bench): regcache against distribution's proxy and nginx
 # proxy_cache, a direct pull, the bare cold pipeline (floor) and a static
-# file server, on loopback. `make bench` runs the default sizes (under ten
-# minutes on two cores; nginx comes from `make peers`) and updates
+# file server, on loopback. `make bench` runs the default sizes (about ten
+# minutes on two cores and some 24 GiB of disk, the eviction run of 10 GiB
+# of images through a 2 GiB limit included; nginx comes from `make peers`) and updates
 # BENCHMARKS.md; BENCH_ARGS adds flags (go run ./e2e/bench -h).
 # `make bench-smoke` is the tiny run CI does (also as e2e's TestBenchSmoke):
 # every scenario against every server. `make bench-micro` runs only the

@@ -28,12 +28,18 @@ func (p *Puller) Blob(ctx context.Context, repo, digest string) (Content, error)
 	for range 3 {
 		if c, err := p.openLinked(ctx, repo, digest); err == nil {
 			p.access.touch(digest)
+			c.Fetched = src == SourceMiss
 			p.answered(ctx, p.ruleOf(repo), src, true)
 			return c, nil
 		}
 		up, ruled := p.match(repo)
 		if !ruled {
 			return Content{}, p.unknown(ctx, repo, fmt.Errorf("%w: %s@%s", ErrBlobUnknown, repo, digest))
+		}
+		if p.opts.Upstreams.Offline() {
+			// Not linked here, or its bytes are gone: nothing can fetch
+			// it, nor confirm bytes stored for another repository.
+			return Content{}, fmt.Errorf("blob %s@%s is not cached: %w", repo, digest, errOffline)
 		}
 		c, done, err := p.blobFromFill(ctx, repo, up, digest)
 		if done || err != nil {
@@ -61,7 +67,7 @@ func (p *Puller) blobFromFill(ctx context.Context, repo string, up upstreamRepo,
 		return Content{}, true, p.blobError(repo, digest, up, err)
 	}
 	if ok {
-		return Content{Body: r, Size: r.size, Digest: digest}, true, nil
+		return Content{Body: r, Size: r.size, Digest: digest, Fetched: true}, true, nil
 	}
 	// Size unknown until the end: wait for the commit, then read the store.
 	if err := f.result(ctx); err != nil {
@@ -127,9 +133,15 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 			return nil, err
 		}
 	}
+	// Protected from the check until the link: a collection running
+	// meanwhile does not delete the bytes this links.
+	defer p.protect(digest)()
 	size, err := p.blobs.Stat(ctx, digest)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, nil // deleted meanwhile: the next round fetches it again
+	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: blob %s vanished from the store: %w", ErrUnavailable, digest, err)
+		return nil, fmt.Errorf("%w: blob %s: %w", ErrUnavailable, digest, err)
 	}
 	return nil, p.meta.Link(ctx, repo, storage.Link{Digest: digest, Size: size, LinkedAt: p.opts.Now()}, nil)
 }
@@ -157,6 +169,9 @@ func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 	ctx, cancelCause := context.WithCancelCause(ctx)
 	defer cancelCause(nil)
 	cancel := func() { cancelCause(fmt.Errorf("no data from the upstream for %v", p.opts.IdleTimeout)) }
+	// What the fill commits is protected until every repository that
+	// joined is linked: a collection never deletes it in between.
+	defer p.protect(f.digest)()
 	start := time.Now()
 	var n int64
 	release, err := p.fillSlot(ctx)
@@ -206,6 +221,14 @@ func (p *Puller) fillSlot(ctx context.Context) (release func(), err error) {
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: waiting for one of %d upstream fetch slots: %w", ErrUnavailable, cap(p.fillSlots), context.Cause(ctx))
 	}
+}
+
+// FillsRunning is how many blob fills are running (or waiting for a
+// slot): once none is, everything fetched is committed and linked.
+func (p *Puller) FillsRunning() int {
+	p.fillsMu.Lock()
+	defer p.fillsMu.Unlock()
+	return len(p.fills)
 }
 
 // FillsQueued is how many fills wait for a slot (Options.MaxFills).

@@ -24,6 +24,9 @@ var (
 	// ErrUnavailable: the upstream could not be reached or failed, and
 	// nothing usable is cached.
 	ErrUnavailable = errors.New("upstream unavailable")
+	// ErrOffline: the registry runs offline (contacting no upstream) and
+	// the content is not stored.
+	ErrOffline = errors.New("the registry is offline")
 
 	// ErrRuleNotFound: no cache rule has that name.
 	ErrRuleNotFound = errors.New("cache rule not found")

@@ -96,13 +96,6 @@ func (p *Puller) joined(ctx context.Context, rule string) {
 	p.obs.Joined(rule)
 }
 
-// FillsRunning is how many blob fills are running or waiting for a slot.
-func (p *Puller) FillsRunning() int {
-	p.fillsMu.Lock()
-	defer p.fillsMu.Unlock()
-	return len(p.fills)
-}
-
 // ruleOf names the rule covering repo, "" for a local repository.
 func (p *Puller) ruleOf(repo string) string {
 	m, ok := p.rules.Match(repo)

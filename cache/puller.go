@@ -57,6 +57,9 @@ type Content struct {
 	Size      int64
 	Digest    string
 	MediaType string
+	// Fetched: the bytes came from the upstream for this request (or a
+	// fill it joined), not from the store.
+	Fetched bool
 }
 
 // Verified waits until every byte of c verified against its digest: at
@@ -68,6 +71,17 @@ type Content struct {
 func (c Content) Verified(ctx context.Context) error {
 	if r, ok := c.Body.(*fillReader); ok {
 		return r.f.verifiedBytes(ctx)
+	}
+	return nil
+}
+
+// Stored waits until c is stored and linked to its repository: at once
+// for stored content, at the end of the fill (its commit and links) for a
+// blob being filled, whose error it returns. A pre-loader waits for it
+// before it says a blob is cached.
+func (c Content) Stored(ctx context.Context) error {
+	if r, ok := c.Body.(*fillReader); ok {
+		return r.f.result(ctx)
 	}
 	return nil
 }
@@ -103,6 +117,25 @@ type Options struct {
 	// Observer is told about hits, misses, joined fills and upstream
 	// requests (metrics); nil: nobody.
 	Observer Observer
+	// Upstreams is the state shared by every upstream request: offline
+	// mode, waits after 429s, announced rate limits (default: online,
+	// nothing recorded yet).
+	Upstreams *Upstreams
+	// Guard protects the digests a fill or a relink is about to link from
+	// a collection running meanwhile (local.Repos; nil: nothing deletes
+	// blobs).
+	Guard Guard
+	// NotFoundTTL is how long an upstream's "no such manifest" is
+	// remembered, so that a client retrying a typo does not reach the
+	// upstream each time (default 1m; negative: not remembered).
+	NotFoundTTL time.Duration
+}
+
+// Guard is the protocol with whatever deletes blobs (local.Repos): a
+// digest protected from before it is checked until its link is committed
+// is not deleted meanwhile.
+type Guard interface {
+	Protect(digests ...string) (release func())
 }
 
 // Puller answers reads of local repositories: from the store when it holds
@@ -131,6 +164,8 @@ type Puller struct {
 	life     context.Context
 	stop     context.CancelCauseFunc
 	fillsRun sync.WaitGroup
+
+	fresh freshness // freshness.go
 }
 
 // NewPuller wires a puller.
@@ -162,11 +197,19 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 	if opts.Observer == nil {
 		opts.Observer = nopObserver{}
 	}
+	if opts.Upstreams == nil {
+		opts.Upstreams = NewUpstreams(UpstreamsOptions{Now: opts.Now})
+	}
+	if opts.NotFoundTTL == 0 {
+		opts.NotFoundTTL = DefaultNotFoundTTL
+	}
 	p := &Puller{
 		rules: rules, endpoints: endpoints, blobs: blobs, meta: meta, log: log, obs: opts.Observer, opts: opts,
-		clients: &clients{base: opts.Transport, creds: creds, ttl: 10 * time.Minute, m: map[string]cachedClient{}, obs: opts.Observer, log: log},
-		fills:   map[string]*fill{},
-		access:  newAccessTimes(),
+		clients: &clients{base: opts.Upstreams.Transport(opts.Transport), creds: creds, ttl: 10 * time.Minute, ups: opts.Upstreams,
+			m: map[string]cachedClient{}, obs: opts.Observer, log: log},
+		fills:  map[string]*fill{},
+		access: newAccessTimes(),
+		fresh:  freshness{notFound: map[string]time.Time{}},
 	}
 	if opts.MaxFills > 0 {
 		p.fillSlots = make(chan struct{}, opts.MaxFills)
@@ -205,11 +248,15 @@ func (p *Puller) match(repo string) (upstreamRepo, bool) {
 	if !ok {
 		return upstreamRepo{}, false
 	}
-	ttl := p.opts.TagTTL
+	up := upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host, tagTTL: p.opts.TagTTL,
+		rule: m.Rule.Name, pinned: m.Rule.TagTTL == TagTTLNever, forgetDeleted: m.Rule.DeletedTags == DeletedTagsForget}
 	if d, err := time.ParseDuration(m.Rule.TagTTL); err == nil {
-		ttl = d
+		up.tagTTL = d
 	}
-	return upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host, tagTTL: ttl, rule: m.Rule.Name}, true
+	if d, err := time.ParseDuration(m.Rule.MaxStale); err == nil {
+		up.maxStale = d
+	}
+	return up, true
 }
 
 // Route maps a requested repository name (and the ns query parameter that
@@ -282,6 +329,7 @@ func (p *Puller) Manifest(ctx context.Context, repo, ref string) (Content, error
 func (p *Puller) cachedManifest(ctx context.Context, repo string, up upstreamRepo, ref string) (Content, Source, error) {
 	if IsDigest(ref) {
 		if c, err := p.openLinked(ctx, repo, ref); err == nil {
+			p.access.touch(ref)
 			return c, SourceHit, nil
 		}
 		c, err := p.fetchManifest(ctx, repo, up, ref, "")
@@ -293,47 +341,12 @@ func (p *Puller) cachedManifest(ctx context.Context, repo string, up upstreamRep
 		local, err = p.openLinked(ctx, repo, tag.Digest)
 	}
 	if err != nil {
+		// Never fetched, or evicted since (or its bytes vanished): fetch.
 		c, err := p.fetchManifest(ctx, repo, up, ref, ref)
 		return c, SourceMiss, err
 	}
-	// A cached tag is fresh for the rule's tag TTL: served without asking
-	// the upstream.
-	now := p.opts.Now()
-	if now.Sub(tag.FetchedAt) < up.tagTTL {
-		return local, SourceHit, nil
-	}
-	// Stale: revalidate with a HEAD (which Docker Hub does not count against
-	// the pull limit); serve the cached copy if the upstream cannot say.
-	hctx, cancel := context.WithTimeout(ctx, p.opts.RevalidateTimeout)
-	defer cancel()
-	resp, err := p.clients.do(hctx, up, http.MethodHead, up.url("manifests", ref), http.Header{"Accept": {manifestAccept}})
-	if err != nil {
-		p.log.WarnContext(ctx, "serving cached tag: upstream revalidation failed", "repo", repo, "tag", ref, "digest", local.Digest, "err", err)
-		return local, SourceStale, nil
-	}
-	resp.Body.Close()
-	digest := resp.Header.Get("Docker-Content-Digest")
-	if digest == local.Digest {
-		// Fresh again: one metadata write per tag and TTL window.
-		l := storage.Link{Digest: local.Digest, MediaType: local.MediaType, Size: local.Size, LinkedAt: now}
-		if err := p.meta.Link(ctx, repo, l, &storage.Tag{Name: ref, Digest: local.Digest, FetchedAt: now}); err != nil {
-			p.log.WarnContext(ctx, "record tag revalidation", "repo", repo, "tag", ref, "err", err)
-		}
-		return local, SourceHit, nil
-	}
-	local.Body.Close()
-	if digest != "" {
-		// The tag moved. A manifest already stored for this repo needs no GET.
-		if c, err := p.openLinked(ctx, repo, digest); err == nil {
-			l := storage.Link{Digest: c.Digest, MediaType: c.MediaType, Size: c.Size, LinkedAt: now}
-			if err := p.meta.Link(ctx, repo, l, &storage.Tag{Name: ref, Digest: c.Digest, FetchedAt: now}); err != nil {
-				p.log.WarnContext(ctx, "record moved tag", "repo", repo, "tag", ref, "digest", c.Digest, "err", err)
-			}
-			return c, SourceHit, nil
-		}
-	}
-	c, err := p.fetchManifest(ctx, repo, up, ref, ref)
-	return c, SourceMiss, err
+	p.access.touch(local.Digest)
+	return p.freshTag(ctx, repo, ref, up, tag, local)
 }
 
 // storageFull logs, and counts, err when it is the store's filesystem
@@ -393,42 +406,67 @@ func (p *Puller) openLinked(ctx context.Context, repo, digest string) (Content, 
 }
 
 // fetchManifest GETs ref from the upstream, verifies it, stores it byte for
-// byte and links it to repo (pointing tag at it when tag is not "").
+// byte and links it to repo (pointing tag at it when tag is not ""). One
+// GET serves every concurrent miss of the same manifest, and it survives
+// the client that started it (bounded by ManifestTimeout). An upstream's
+// "no such manifest" is remembered for NotFoundTTL.
 func (p *Puller) fetchManifest(ctx context.Context, repo string, up upstreamRepo, ref, tag string) (Content, error) {
-	mctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
-	defer cancel()
-	resp, err := p.clients.do(mctx, up, http.MethodGet, up.url("manifests", ref), http.Header{"Accept": {manifestAccept}})
+	if left, ok := p.knownMissing(up, ref); ok {
+		return Content{}, fmt.Errorf("%w: %s:%s (upstream %s/%s has no such manifest; asked %v ago)", ErrManifestUnknown, repo, ref, up.host, up.path, p.opts.NotFoundTTL-left)
+	}
+	v, err := joinFlight(ctx, &p.fresh.fetches, repo+"\x00"+ref+"\x00"+tag, func() (any, error) {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.ManifestTimeout)
+		defer cancel()
+		return p.storeManifest(mctx, repo, up, ref, tag)
+	})
 	if err != nil {
-		if errors.Is(err, errNotFound) {
-			return Content{}, fmt.Errorf("%w: %s:%s (upstream %s/%s has no such manifest)", ErrManifestUnknown, repo, ref, up.host, up.path)
+		return Content{}, err
+	}
+	return p.openLinked(ctx, repo, v.(string))
+}
+
+// storeManifest is the one GET of fetchManifest; it returns the digest
+// linked.
+func (p *Puller) storeManifest(ctx context.Context, repo string, up upstreamRepo, ref, tag string) (string, error) {
+	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("manifests", ref), http.Header{"Accept": {manifestAccept}})
+	if err != nil {
+		switch {
+		case errors.Is(err, errNotFound):
+			p.rememberNotFound(up, ref)
+			return "", fmt.Errorf("%w: %s:%s (upstream %s/%s has no such manifest)", ErrManifestUnknown, repo, ref, up.host, up.path)
+		case errors.Is(err, ErrOffline):
+			return "", fmt.Errorf("manifest %s:%s is not cached: %w", repo, ref, err)
 		}
-		return Content{}, fmt.Errorf("fetch manifest %s:%s from %s/%s: %w", repo, ref, up.host, up.path, err)
+		return "", fmt.Errorf("fetch manifest %s:%s from %s/%s: %w", repo, ref, up.host, up.path, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxManifestSize+1))
 	p.obs.Fetched(up.host, int64(len(body)))
 	if err != nil {
-		return Content{}, fmt.Errorf("%w: read manifest %s:%s: %v", ErrUnavailable, repo, ref, err)
+		return "", fmt.Errorf("%w: read manifest %s:%s: %v", ErrUnavailable, repo, ref, err)
 	}
 	if len(body) > MaxManifestSize {
-		return Content{}, fmt.Errorf("%w: manifest %s:%s is larger than %d bytes", ErrUnavailable, repo, ref, MaxManifestSize)
+		return "", fmt.Errorf("%w: manifest %s:%s is larger than %d bytes", ErrUnavailable, repo, ref, MaxManifestSize)
 	}
 	sum := sha256.Sum256(body)
 	digest := "sha256:" + hex.EncodeToString(sum[:])
 	if IsDigest(ref) && digest != ref {
-		return Content{}, fmt.Errorf("%w: upstream sent a manifest hashing to %s for %s", ErrUnavailable, digest, ref)
+		return "", fmt.Errorf("%w: upstream sent a manifest hashing to %s for %s", ErrUnavailable, digest, ref)
 	}
 	if hd := resp.Header.Get("Docker-Content-Digest"); hd != "" && hd != digest {
-		return Content{}, fmt.Errorf("%w: upstream sent a manifest hashing to %s, its header says %s", ErrUnavailable, digest, hd)
+		return "", fmt.Errorf("%w: upstream sent a manifest hashing to %s, its header says %s", ErrUnavailable, digest, hd)
 	}
 	mediaType, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mediaType == "" {
 		mediaType = sniffMediaType(body)
 	}
+	// Protected from the check until the link: a collection running
+	// meanwhile does not delete the bytes this links.
+	defer p.protect(digest)()
 	if _, err := p.blobs.Stat(ctx, digest); err != nil {
 		if err := p.putBytes(ctx, digest, body); err != nil {
 			p.storageFull(ctx, err)
-			return Content{}, fmt.Errorf("store manifest %s:%s: %w", repo, ref, err)
+			return "", fmt.Errorf("store manifest %s:%s: %w", repo, ref, err)
 		}
 	}
 	now := p.opts.Now()
@@ -437,10 +475,10 @@ func (p *Puller) fetchManifest(ctx context.Context, repo string, up upstreamRepo
 		t = &storage.Tag{Name: tag, Digest: digest, FetchedAt: now}
 	}
 	if err := p.meta.Link(ctx, repo, storage.Link{Digest: digest, MediaType: mediaType, Size: int64(len(body)), LinkedAt: now}, t); err != nil {
-		return Content{}, err
+		return "", err
 	}
 	p.log.InfoContext(ctx, "cached manifest", "repo", repo, "ref", ref, "digest", digest, "mediaType", mediaType, "upstream", up.host+"/"+up.path)
-	return p.openLinked(ctx, repo, digest)
+	return digest, nil
 }
 
 func (p *Puller) putBytes(ctx context.Context, digest string, b []byte) error {
@@ -524,6 +562,9 @@ func (p *Puller) Tags(ctx context.Context, repo string) ([]string, error) {
 				return nil, err
 			}
 		}
+		return local, nil
+	}
+	if p.opts.Upstreams.Offline() {
 		return local, nil
 	}
 	remote, err := p.upstreamTags(ctx, up)

@@ -53,7 +53,7 @@ func (p *Puller) Referrers(ctx context.Context, repo, subject string) ([]storage
 		return out, nil
 	}
 	now := p.opts.Now()
-	if !fetched.IsZero() && now.Sub(fetched) < up.tagTTL {
+	if (!fetched.IsZero() && now.Sub(fetched) < up.tagTTL) || p.opts.Upstreams.Offline() {
 		p.answered(ctx, up.rule, SourceHit, false)
 		return cached, nil
 	}

@@ -33,10 +33,29 @@ type Rule struct {
 	CredentialSet string `json:"credentialSetName,omitempty" yaml:"credentialSet"`
 	// TagTTL overrides how long a cached tag is served without asking the
 	// upstream (a Go duration such as "10m"; "0s": revalidate every pull;
-	// empty: the server default, 5m).
+	// "never": keep the first digest fetched until an operator refreshes
+	// it; empty: the server default, 5m).
 	TagTTL string `json:"tagTTL,omitempty" yaml:"tagTTL"`
-	Origin string `json:"origin" yaml:"-"`
+	// MaxStale bounds how long a cached tag is served when the upstream
+	// cannot be asked (down, failing, rate-limiting): only while the
+	// upstream confirmed it within this long (a Go duration; empty:
+	// unlimited).
+	MaxStale string `json:"maxStale,omitempty" yaml:"maxStale"`
+	// DeletedTags says what a cached tag becomes when its upstream answers
+	// that it does not exist any more: "serve" (the default: served from
+	// the cache until evicted) or "forget" (removed here too).
+	DeletedTags string `json:"deletedTags,omitempty" yaml:"deletedTags"`
+	Origin      string `json:"origin" yaml:"-"`
 }
+
+// TagTTLNever is the tag TTL of a rule that never revalidates its tags.
+const TagTTLNever = "never"
+
+// What a rule does with tags deleted upstream (Rule.DeletedTags).
+const (
+	DeletedTagsServe  = "serve"
+	DeletedTagsForget = "forget"
+)
 
 // Wildcard reports whether r is a wildcard rule.
 func (r Rule) Wildcard() bool { return strings.HasSuffix(r.Target, "/*") }
@@ -145,17 +164,40 @@ func Normalize(r Rule) (Rule, error) {
 	if err := validateTarget(r.Target); err != nil {
 		return r, err
 	}
-	if r.TagTTL != "" {
-		d, err := time.ParseDuration(r.TagTTL)
-		if err != nil || d < 0 || d > MaxTagTTL {
-			return r, &FieldError{"tagTTL", r.TagTTL, "must be a duration from 0s to 168h, e.g. 30s, 10m or 24h (0s revalidates on every pull)"}
-		}
-		r.TagTTL = d.String()
+	if err := normaliseFreshness(&r); err != nil {
+		return r, err
 	}
 	if strings.HasSuffix(r.Source, "/*") != r.Wildcard() {
 		return r, &FieldError{"targetRepository", r.Target, fmt.Sprintf("source %q and target must both end in /* (a wildcard rule) or neither", r.Source)}
 	}
 	return r, nil
+}
+
+// normaliseFreshness checks and canonicalises the tag TTL, maximum stale
+// age and deleted-tags policy of r.
+func normaliseFreshness(r *Rule) error {
+	if r.TagTTL != "" && r.TagTTL != TagTTLNever {
+		d, err := time.ParseDuration(r.TagTTL)
+		if err != nil || d < 0 || d > MaxTagTTL {
+			return &FieldError{"tagTTL", r.TagTTL, "must be a duration from 0s to 168h, e.g. 30s, 10m or 24h (0s revalidates on every pull), or never (the first digest fetched is kept until regcache cache refresh)"}
+		}
+		r.TagTTL = d.String()
+	}
+	if r.MaxStale != "" {
+		d, err := time.ParseDuration(r.MaxStale)
+		if err != nil || d <= 0 {
+			return &FieldError{"maxStale", r.MaxStale, "must be a positive duration such as 1h or 72h (empty: a cached tag is served for as long as the upstream cannot be asked)"}
+		}
+		r.MaxStale = d.String()
+	}
+	switch r.DeletedTags {
+	case "", DeletedTagsServe:
+		r.DeletedTags = ""
+	case DeletedTagsForget:
+	default:
+		return &FieldError{"deletedTags", r.DeletedTags, "must be serve (a tag deleted upstream is served from the cache until evicted; the default) or forget (it is removed here too)"}
+	}
+	return nil
 }
 
 func normaliseSource(s string) (string, error) {

@@ -66,6 +66,12 @@ func TestNormalizeRefuses(t *testing.T) {
 		{"wildcard on source only", withRule(func(r *Rule) { r.Source = "docker.io/library/*"; r.Target = "hub" }), "targetRepository", "hub"},
 		{"wildcard on target only", withRule(func(r *Rule) { r.Target = "hub/*" }), "targetRepository", "hub/*"},
 		{"whole-host wildcard with static target", withRule(func(r *Rule) { r.Source = "docker.io/*"; r.Target = "hub" }), "targetRepository", "hub"},
+
+		{"tag TTL not a duration", withRule(func(r *Rule) { r.TagTTL = "forever" }), "tagTTL", "forever"},
+		{"tag TTL over a week", withRule(func(r *Rule) { r.TagTTL = "200h" }), "tagTTL", "200h"},
+		{"max stale not a duration", withRule(func(r *Rule) { r.MaxStale = "a day" }), "maxStale", "a day"},
+		{"max stale zero", withRule(func(r *Rule) { r.MaxStale = "0s" }), "maxStale", "0s"},
+		{"deleted tags unknown", withRule(func(r *Rule) { r.DeletedTags = "delete" }), "deletedTags", "delete"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -118,6 +124,7 @@ func TestNormalizeAccepts(t *testing.T) {
 		{"name of 50 characters", withRule(func(r *Rule) { r.Name = strings.Repeat("a", 50) }), "docker.io/library/ubuntu", "ubuntu"},
 		{"name with uppercase, digits and dashes", withRule(func(r *Rule) { r.Name = "Hub-Rule-01" }), "docker.io/library/ubuntu", "ubuntu"},
 		{"credential set and origin kept", withRule(func(r *Rule) { r.CredentialSet = "hub-creds"; r.Origin = OriginAPI }), "docker.io/library/ubuntu", "ubuntu"},
+		{"tag TTL never, max stale, forget deleted tags", withRule(func(r *Rule) { r.TagTTL = TagTTLNever; r.MaxStale = "72h0m0s"; r.DeletedTags = DeletedTagsForget }), "docker.io/library/ubuntu", "ubuntu"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

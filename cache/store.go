@@ -187,9 +187,13 @@ type RuleChange struct {
 	CredentialSet *string
 	// TagTTL is the new tag TTL; "" restores the server default.
 	TagTTL *string
+	// MaxStale is the new maximum stale age; "" makes it unlimited.
+	MaxStale *string
+	// DeletedTags is the new deleted-tags policy; "" restores serve.
+	DeletedTags *string
 }
 
-// Update changes the credential set or tag TTL of a rule. Source and target
+// Update changes the credential set or the freshness settings of a rule. Source and target
 // are fixed for the life of a rule, as with the managed services.
 func (s *Store) Update(ctx context.Context, name string, ch RuleChange) (Rule, error) {
 	s.mu.Lock()
@@ -206,6 +210,12 @@ func (s *Store) Update(ctx context.Context, name string, ch RuleChange) (Rule, e
 	}
 	if ch.TagTTL != nil {
 		old.TagTTL = *ch.TagTTL
+	}
+	if ch.MaxStale != nil {
+		old.MaxStale = *ch.MaxStale
+	}
+	if ch.DeletedTags != nil {
+		old.DeletedTags = *ch.DeletedTags
 	}
 	n, err := s.validate(ctx, old)
 	if err != nil {

@@ -39,6 +39,10 @@ type upstreamRepo struct {
 	host     string // login server, e.g. docker.io
 	tagTTL   time.Duration
 	rule     string // the cache rule that maps it
+	// The rule's other freshness settings (freshness.go).
+	pinned        bool          // tagTTL never: no revalidation
+	maxStale      time.Duration // 0: serve stale without limit
+	forgetDeleted bool          // a tag deleted upstream is removed here
 }
 
 func (u upstreamRepo) key() string { return u.endpoint.String() + "/" + u.path + "#" + u.credSet }
@@ -116,11 +120,12 @@ func (u upstreamRepo) checkRedirect(req *http.Request, via []*http.Request) erro
 // clients caches one authenticated http.Client per upstream repository,
 // so the bearer-token handshake happens once, not per request.
 type clients struct {
-	base  http.RoundTripper
+	base  http.RoundTripper // wrapped by ups's Transport
 	creds Credentials
 	ttl   time.Duration
 	obs   Observer
 	log   *slog.Logger
+	ups   *Upstreams
 
 	mu sync.Mutex
 	m  map[string]cachedClient
@@ -178,6 +183,12 @@ func (cs *clients) forget(u upstreamRepo) {
 // are resolved again and the request is retried once, so a rotated secret
 // is picked up without a failed pull.
 func (cs *clients) do(ctx context.Context, u upstreamRepo, method, target string, header http.Header) (*http.Response, error) {
+	// Offline, or waiting out a 429: nothing is sent, not even the
+	// authentication handshake.
+	if err := cs.ups.gate(u.endpoint.Host, u.host); err != nil {
+		return nil, err
+	}
+	ctx = withCredentialSet(ctx, u.credSet)
 	resp, err := cs.doOnce(ctx, u, method, target, header)
 	if u.credSet == "" || !refused(err) {
 		return resp, err

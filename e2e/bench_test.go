@@ -132,6 +132,7 @@ func TestBenchSmoke(t *testing.T) {
 	if len(report.Ratios) < 20 {
 		t.Errorf("%d ratios, want every target of BENCHMARKS.md (20 or more)", len(report.Ratios))
 	}
+	checkEvictionRun(t, raw)
 	for _, ra := range report.Ratios {
 		for _, k := range []string{"name", "target", "regcache", "distribution", "nginx", "met"} {
 			if _, ok := ra[k]; !ok {

@@ -70,6 +70,7 @@ func (b *blobFault) flipAt() int { return b.hold / 2 }
 type faultProxy struct {
 	*httptest.Server
 	target string
+	tr     *http.Transport
 	active atomic.Int64 // requests being answered
 
 	mu     sync.Mutex
@@ -78,8 +79,9 @@ type faultProxy struct {
 
 func newFaultProxy(t *testing.T, upstream string) *faultProxy {
 	t.Helper()
-	p := &faultProxy{target: upstream, faults: map[string]*blobFault{}}
+	p := &faultProxy{target: upstream, tr: &http.Transport{}, faults: map[string]*blobFault{}}
 	p.Server = httptest.NewServer(http.HandlerFunc(p.serve))
+	t.Cleanup(p.tr.CloseIdleConnections)
 	t.Cleanup(p.Close)
 	return p
 }
@@ -119,32 +121,31 @@ func (p *faultProxy) serve(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if resp := forward(w, r, p.target); resp != nil {
+	if resp, ok := relay(w, r, p.tr, p.target); ok {
 		io.Copy(w, resp.Body)
 		resp.Body.Close()
 	}
 }
 
-// forward sends r to the upstream at target and writes the answer's
-// status and headers to w; the caller copies the body and closes it. On
-// failure it answers 502 itself and returns nil.
-func forward(w http.ResponseWriter, r *http.Request, target string) *http.Response {
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return nil
-	}
+// relay sends r through tr to the server at target and writes the
+// answer's status and headers to w; the caller copies the body and closes
+// it. ok is false when the server could not be reached (502 was
+// answered). A proxy has a transport of its own: every
+// httptest.Server.Close closes http.DefaultTransport's idle connections,
+// under the requests of parallel tests.
+func relay(w http.ResponseWriter, r *http.Request, tr *http.Transport, target string) (resp *http.Response, ok bool) {
+	req, _ := http.NewRequestWithContext(r.Context(), r.Method, target+r.URL.RequestURI(), r.Body)
 	req.Header = r.Header.Clone()
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	resp, err := tr.RoundTrip(req)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadGateway)
-		return nil
+		return nil, false
 	}
 	for k, v := range resp.Header {
 		w.Header()[k] = v
 	}
 	w.WriteHeader(resp.StatusCode)
-	return resp
+	return resp, true
 }
 
 // serve answers one GET of the blob with the fault.
@@ -155,7 +156,7 @@ func (f *blobFault) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, `{"errors":[{"code":"UNKNOWN","message":"injected failure"}]}`, http.StatusInternalServerError)
 		return
 	case fault429:
-		w.Header().Set("Retry-After", "7")
+		w.Header().Set("Retry-After", strconv.Itoa(int(faultRetryAfter/time.Second)))
 		http.Error(w, `{"errors":[{"code":"TOOMANYREQUESTS","message":"injected rate limit"}]}`, http.StatusTooManyRequests)
 		return
 	case faultSlowHeaders:

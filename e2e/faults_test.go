@@ -31,6 +31,9 @@ const (
 	faultHeaderTimeout   = 10 * time.Second
 	faultBlobSize        = 2 << 20
 	faultHoldBytes       = 1 << 20 // bytes sent before a mid-body fault
+	// faultRetryAfter is the Retry-After of the 429 fault: regcache sends
+	// that upstream nothing for so long.
+	faultRetryAfter = 3 * time.Second
 )
 
 // TestUpstreamFaults injects each fault into the upstream blob GETs of the
@@ -105,8 +108,16 @@ func TestUpstreamFaults(t *testing.T) {
 					if f.gets.Load() == 0 {
 						t.Errorf("no upstream GET reached the fault")
 					}
+					if n := f.gets.Load(); tc.fault == fault429 && n != 1 {
+						t.Errorf("%d upstream GETs after a 429 asking for %v: a client retrying within it reached the upstream", n, faultRetryAfter)
+					}
 
 					proxy.clear(digest)
+					if tc.fault == fault429 {
+						// regcache recorded the wait before it answered these
+						// clients: once it passed, the upstream is asked again.
+						time.Sleep(faultRetryAfter)
+					}
 					for i, r := range startBlobPulls(client, url, ps).wait() {
 						if err := verifyPull(ps[i], r, blob, digest); err != nil {
 							t.Errorf("after the fault cleared: %s: %v", ps[i], err)

@@ -34,13 +34,15 @@ func newCountingProxy(t *testing.T, upstream string, chunk int, pause time.Durat
 	t.Helper()
 	target, _ := url.Parse(upstream)
 	p := &countingProxy{}
+	tr := &http.Transport{}
+	t.Cleanup(tr.CloseIdleConnections)
 	p.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		isBlob := r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:")
 		if isBlob {
 			p.blobGETs.Add(1)
 		}
-		resp := forward(w, r, target.String())
-		if resp == nil {
+		resp, ok := relay(w, r, tr, target.String())
+		if !ok {
 			return
 		}
 		defer resp.Body.Close()

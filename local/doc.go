@@ -59,6 +59,17 @@
 // the blobs of an image whose manifest has not arrived yet are young. A
 // push that takes longer than the grace period between its first blob and
 // its manifest may lose blobs to a collection and must upload them again.
-// Cache fills do not take the guard: a blob a fill committed is young, and
-// the links of cached repositories are never collected.
+//
+// # The guard beyond local repositories
+//
+// The guard is lent to the other packages that make blobs reachable or
+// delete them (shared.go): the puller's fills, its links of stored bytes
+// and its manifest fetches and tag revalidations, and archive imports
+// protect the digests they link (Protect); eviction, which removes images
+// of cached repositories, runs as a collection of its own under the same
+// guard (Collect), never at the same time as a garbage collection, and
+// deletes only through its sweep. Garbage collection itself never deletes
+// a blob linked to a cached repository; eviction removes those links
+// first. Both remove links before bytes, so that a reader finds either no
+// link or the whole blob.
 package local

@@ -91,6 +91,8 @@ type GCReport struct {
 	Bytes   int64 `json:"bytesFreed"`
 	// Duration is how long the collection took.
 	Duration time.Duration `json:"duration"`
+	// DryRun: nothing was deleted; Deleted and Bytes count what would go.
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
 // sweepBatch bounds how many blobs one critical section removes, so that
@@ -103,6 +105,16 @@ const sweepBatch = 256
 // covers, and not written or linked within the grace period. Their links
 // go with them. It is safe while pushes and pulls go on (doc.go).
 func (r *Repos) CollectGarbage(ctx context.Context) (GCReport, error) {
+	return r.collect(ctx, false)
+}
+
+// PlanGarbage reports what CollectGarbage would delete now, deleting
+// nothing (Deleted and Bytes count what would go).
+func (r *Repos) PlanGarbage(ctx context.Context) (GCReport, error) {
+	return r.collect(ctx, true)
+}
+
+func (r *Repos) collect(ctx context.Context, dryRun bool) (GCReport, error) {
 	r.gcMu.Lock()
 	defer r.gcMu.Unlock()
 	start := time.Now()
@@ -138,7 +150,7 @@ func (r *Repos) CollectGarbage(ctx context.Context) (GCReport, error) {
 	}
 
 	now := r.opts.Now()
-	report := GCReport{}
+	report := GCReport{DryRun: dryRun}
 	var candidates []string
 	sizes := map[string]int64{}
 	err = r.blobs.Walk(ctx, func(b storage.BlobInfo) error {
@@ -158,22 +170,35 @@ func (r *Repos) CollectGarbage(ctx context.Context) (GCReport, error) {
 	if err != nil {
 		return report, err
 	}
+	if dryRun {
+		for _, d := range candidates {
+			report.Deleted++
+			report.Bytes += sizes[d]
+		}
+		report.Kept = report.Blobs - report.Deleted
+		report.Duration = time.Since(start)
+		return report, nil
+	}
 	sort.Strings(candidates)
 	for len(candidates) > 0 {
 		batch := candidates[:min(sweepBatch, len(candidates))]
 		candidates = candidates[len(batch):]
 		err := r.guard.sweep(batch, func(gone []string) error {
-			var removed []string
+			// Links first, then bytes: a reader that still finds a link
+			// opens either the whole blob or nothing, never a link to a
+			// file that is gone.
+			if err := r.meta.UnlinkEverywhere(ctx, gone); err != nil {
+				return err
+			}
 			for _, d := range gone {
 				if err := r.blobs.Remove(ctx, d); err != nil {
 					r.log.Warn("garbage collection: remove blob", "digest", d, "err", err)
 					continue
 				}
-				removed = append(removed, d)
 				report.Deleted++
 				report.Bytes += sizes[d]
 			}
-			return r.meta.UnlinkEverywhere(ctx, removed)
+			return nil
 		})
 		if err != nil {
 			return report, err

@@ -165,12 +165,14 @@ func TestScrapeReadsTheOwners(t *testing.T) {
 	}
 }
 
-// evictor and rateLimits stand for the sources a bounded store and the
-// rate-limit tracking will be; they exist here only to check the wiring.
+// evictor and rateLimits stand for eviction.Evictor and the upstream
+// state, to check the collectors read what the sources say.
 type evictor struct{}
 
-func (evictor) Evicted() (int64, int64) { return 7, 7 << 20 }
-func (evictor) LimitBytes() int64       { return 50 << 30 }
+func (evictor) Runs() int64          { return 2 }
+func (evictor) EvictedImages() int64 { return 7 }
+func (evictor) EvictedBytes() int64  { return 7 << 20 }
+func (evictor) MaxSize() int64       { return 50 << 30 }
 
 type rateLimits struct{}
 

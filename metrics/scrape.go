@@ -51,7 +51,7 @@ func newScrapeCollector(m *Metrics) scrapeCollector {
 		fsFree:       d("regcache_store_filesystem_free_bytes", "Bytes regcache may still write on the filesystem holding the store."),
 		uploads:      d("regcache_upload_sessions", "Blob upload sessions (pushes) open."),
 		storeLimit:   d("regcache_store_limit_bytes", "Size the store is kept under by eviction."),
-		evictions:    d("regcache_evictions_total", "Blobs evicted to keep the store under its limit."),
+		evictions:    d("regcache_evictions_total", "Images evicted to keep the store under its limit or because nobody pulled them for long."),
 		evictedBytes: d("regcache_evicted_bytes_total", "Bytes of the blobs evicted to keep the store under its limit."),
 		rateLimitRemaining: d("regcache_upstream_rate_limit_remaining",
 			`Requests the upstream last said remain in its rate-limit window, by upstream and credential set ("" for anonymous).`, "upstream", "credential_set"),
@@ -143,12 +143,11 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.uploads, float64(m.src.Uploads.Count()))
 	}
 	if e := m.src.Evictions; e != nil {
-		if limit := e.LimitBytes(); limit > 0 {
+		if limit := e.MaxSize(); limit > 0 {
 			gauge(c.storeLimit, float64(limit))
 		}
-		blobs, bytes := e.Evicted()
-		counter(c.evictions, float64(blobs))
-		counter(c.evictedBytes, float64(bytes))
+		counter(c.evictions, float64(e.EvictedImages()))
+		counter(c.evictedBytes, float64(e.EvictedBytes()))
 	}
 	if rl := m.src.RateLimits; rl != nil {
 		for _, l := range rl.RateLimits() {

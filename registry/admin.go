@@ -10,9 +10,11 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/regcache/regcache/archive"
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/credentials"
 	"github.com/regcache/regcache/storage"
+	"github.com/regcache/regcache/warm"
 )
 
 // Admin API, JSON over HTTP, guarded by the admin token:
@@ -20,7 +22,7 @@ import (
 //	GET    /admin/v1/cache-rules          list
 //	POST   /admin/v1/cache-rules          create (body: a rule)
 //	GET    /admin/v1/cache-rules/{name}   show
-//	PATCH  /admin/v1/cache-rules/{name}   update (body: {"credentialSetName": "...", "tagTTL": "10m"}; "" resets)
+//	PATCH  /admin/v1/cache-rules/{name}   update (body: {"credentialSetName": "...", "tagTTL": "10m", "maxStale": "72h", "deletedTags": "forget"}; "" resets)
 //	DELETE /admin/v1/cache-rules/{name}   delete
 func (s *server) adminRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /admin/v1/cache-rules", s.admin(s.listRules))
@@ -54,6 +56,9 @@ func (s *server) admin(h func(http.ResponseWriter, *http.Request) error) http.Ha
 				Message: "admin token missing or wrong: send Authorization: Bearer <token> (regcache writes it to <data-dir>/admin.token)"}})
 			return
 		}
+		if s.Lifecycle.Offline {
+			w.Header().Set(offlineHeader, "true")
+		}
 		if err := h(w, r); err != nil {
 			status, body := adminError(err)
 			if status >= 500 {
@@ -83,6 +88,15 @@ var adminErrors = []struct {
 	{storage.ErrCheckRunning, "CONFLICT", http.StatusConflict},
 	{errBadRequest, "BAD_REQUEST", http.StatusBadRequest},
 	{errTooLarge, "TOO_LARGE", http.StatusRequestEntityTooLarge},
+	{warm.ErrInvalid, "BAD_REQUEST", http.StatusBadRequest},
+	{archive.ErrInvalid, "INVALID_ARCHIVE", http.StatusBadRequest},
+	{cache.ErrOffline, "OFFLINE", http.StatusServiceUnavailable},
+	{cache.ErrNameInvalid, "BAD_REQUEST", http.StatusBadRequest},
+	{cache.ErrNameUnknown, "NOT_FOUND", http.StatusNotFound},
+	{cache.ErrManifestUnknown, "NOT_FOUND", http.StatusNotFound},
+	{cache.ErrBlobUnknown, "NOT_FOUND", http.StatusNotFound},
+	{cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
+	{storage.ErrStorageFull, "STORAGE_FULL", http.StatusInsufficientStorage},
 }
 
 // adminError returns the status and body of a failed admin request: errors
@@ -127,13 +141,16 @@ const maxAdminBody = 1 << 20
 // decodeBody decodes a JSON request body of at most maxAdminBody bytes
 // holding exactly one JSON object, refusing unknown fields so a typo is
 // not silently ignored.
-func decodeBody(r *http.Request, v any) error {
-	raw, err := io.ReadAll(io.LimitReader(r.Body, maxAdminBody+1))
+func decodeBody(r *http.Request, v any) error { return decodeBodyLimit(r, v, maxAdminBody) }
+
+// decodeBodyLimit is decodeBody with another size limit.
+func decodeBodyLimit(r *http.Request, v any, limit int64) error {
+	raw, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
 	if err != nil {
 		return fmt.Errorf("%w: request body: %v", errBadRequest, err)
 	}
-	if len(raw) > maxAdminBody {
-		return fmt.Errorf("%w: request body: larger than %d bytes", errTooLarge, maxAdminBody)
+	if int64(len(raw)) > limit {
+		return fmt.Errorf("%w: request body: larger than %d bytes", errTooLarge, limit)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -153,10 +170,18 @@ func decodeBody(r *http.Request, v any) error {
 type RuleView struct {
 	cache.Rule       `yaml:",inline"`
 	UpstreamEndpoint string `json:"upstreamEndpoint" yaml:"upstreamEndpoint"`
+	// UpstreamStatus is the pull limit the upstream announced for the
+	// rule's credential set, and a wait after a 429.
+	UpstreamStatus *cache.UpstreamStatus `json:"upstreamStatus,omitempty" yaml:"upstreamStatus,omitempty"`
 }
 
 func (s *server) view(r cache.Rule) RuleView {
-	return RuleView{Rule: r, UpstreamEndpoint: s.Rules.Endpoint(r)}
+	v := RuleView{Rule: r, UpstreamEndpoint: s.Rules.Endpoint(r)}
+	if s.Lifecycle.Upstreams != nil {
+		st := s.Lifecycle.Upstreams.UpstreamStatus(r)
+		v.UpstreamStatus = &st
+	}
+	return v
 }
 
 func (s *server) listRules(w http.ResponseWriter, r *http.Request) error {
@@ -185,11 +210,14 @@ func (s *server) createRule(w http.ResponseWriter, r *http.Request) error {
 		Target        string `json:"targetRepository"`
 		CredentialSet string `json:"credentialSetName"`
 		TagTTL        string `json:"tagTTL"`
+		MaxStale      string `json:"maxStale"`
+		DeletedTags   string `json:"deletedTags"`
 	}
 	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	rule, err := s.Rules.Create(r.Context(), cache.Rule{Name: in.Name, Source: in.Source, Target: in.Target, CredentialSet: in.CredentialSet, TagTTL: in.TagTTL})
+	rule, err := s.Rules.Create(r.Context(), cache.Rule{Name: in.Name, Source: in.Source, Target: in.Target, CredentialSet: in.CredentialSet, TagTTL: in.TagTTL,
+		MaxStale: in.MaxStale, DeletedTags: in.DeletedTags})
 	if err != nil {
 		return err
 	}
@@ -203,14 +231,16 @@ func (s *server) updateRule(w http.ResponseWriter, r *http.Request) error {
 	var in struct {
 		CredentialSet *string `json:"credentialSetName"`
 		TagTTL        *string `json:"tagTTL"`
+		MaxStale      *string `json:"maxStale"`
+		DeletedTags   *string `json:"deletedTags"`
 	}
 	if err := decodeBody(r, &in); err != nil {
 		return err
 	}
-	if in.CredentialSet == nil && in.TagTTL == nil {
-		return fmt.Errorf(`%w: nothing to update: send {"credentialSetName": "<set>"} ("" removes the credential set) and/or {"tagTTL": "10m"} ("" restores the default)`, errBadRequest)
+	if in.CredentialSet == nil && in.TagTTL == nil && in.MaxStale == nil && in.DeletedTags == nil {
+		return fmt.Errorf(`%w: nothing to update: send {"credentialSetName": "<set>"} ("" removes the credential set), {"tagTTL": "10m"} ("" restores the default; "never" pins tags), {"maxStale": "72h"} ("" is unlimited) and/or {"deletedTags": "forget"} ("" or "serve" keeps serving them)`, errBadRequest)
 	}
-	rule, err := s.Rules.Update(r.Context(), r.PathValue("name"), cache.RuleChange{CredentialSet: in.CredentialSet, TagTTL: in.TagTTL})
+	rule, err := s.Rules.Update(r.Context(), r.PathValue("name"), cache.RuleChange{CredentialSet: in.CredentialSet, TagTTL: in.TagTTL, MaxStale: in.MaxStale, DeletedTags: in.DeletedTags})
 	if err != nil {
 		return err
 	}

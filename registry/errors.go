@@ -6,6 +6,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/regcache/regcache/auth"
 	"github.com/regcache/regcache/cache"
@@ -68,6 +70,7 @@ var ociErrors = []ociError{
 	{cache.ErrUnauthorized, "UNAUTHORIZED", http.StatusUnauthorized},
 	{cache.ErrDenied, "DENIED", http.StatusForbidden},
 	{cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
+	{cache.ErrOffline, "UNAVAILABLE", http.StatusServiceUnavailable},
 	{cache.ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
 	{storage.ErrStorageFull, "UNAVAILABLE", http.StatusInsufficientStorage},
 	{storage.ErrDigestMismatch, "DIGEST_INVALID", http.StatusBadRequest},
@@ -118,6 +121,11 @@ func writeOCIError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err
 	h.Del("Docker-Content-Digest")
 	h.Del("ETag")
 	h.Set("Content-Type", "application/json")
+	var wait interface{ RetryAfter() time.Duration }
+	if errors.As(err, &wait) {
+		// An upstream asked regcache to wait: so must the client.
+		h.Set("Retry-After", strconv.Itoa(int(max(wait.RetryAfter().Round(time.Second)/time.Second, 1))))
+	}
 	var c *challengeError
 	switch {
 	case errors.As(err, &c):

@@ -42,6 +42,7 @@ func TestCodeOf(t *testing.T) {
 		{"denied", cache.ErrDenied, "DENIED", http.StatusForbidden},
 		{"too many requests", cache.ErrTooManyRequests, "TOOMANYREQUESTS", http.StatusTooManyRequests},
 		{"unavailable", cache.ErrUnavailable, "UNAVAILABLE", http.StatusServiceUnavailable},
+		{"offline", cache.ErrOffline, "UNAVAILABLE", http.StatusServiceUnavailable},
 		{"storage full", storage.ErrStorageFull, "UNAVAILABLE", http.StatusInsufficientStorage},
 		{"push into a cache", local.ErrDenied, "DENIED", http.StatusForbidden},
 		{"delete disabled", local.ErrDeleteDisabled, "UNSUPPORTED", http.StatusMethodNotAllowed},

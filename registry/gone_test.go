@@ -37,7 +37,6 @@ func TestClientGoneIsNotAnError(t *testing.T) {
 	real := newUpstream(t)
 	asked := make(chan struct{}, 1)
 	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.Contains(r.URL.Path, "/manifests/") {
 			asked <- struct{}{}
@@ -52,6 +51,9 @@ func TestClientGoneIsNotAnError(t *testing.T) {
 	t.Cleanup(up.Close)
 	var logs lockedBuffer
 	s := newStack(t, stackConfig{upstreams: map[string]string{"docker.io": up.URL}, rules: []cache.Rule{hubRule}, logs: &logs})
+	// The manifest fetch goes on after its client left, until the upstream
+	// answers: released before the servers close.
+	t.Cleanup(func() { close(release) })
 
 	ctx, cancel := context.WithCancel(t.Context())
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/v2/hub/app/manifests/v1", nil)

@@ -85,6 +85,10 @@ type Config struct {
 	// Status serves GET /admin/v1/status and the status page under /ui/
 	// (optional; see observability.go and ui.go).
 	Status StatusSource
+	// Lifecycle serves warm, export, import, refresh and status, runs
+	// eviction with garbage collection, and says when regcache is offline
+	// (see lifecycle.go).
+	Lifecycle Lifecycle
 }
 
 type server struct {
@@ -103,14 +107,15 @@ func New(cfg Config) (http.Handler, error) {
 	s.Limits = s.Limits.WithDefaults(0)
 	mux := http.NewServeMux()
 	s.ociRoutes(mux)
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /healthz", s.health)
+	mux.HandleFunc("GET /readyz", s.health)
 	s.adminRoutes(mux)
 	s.credentialSetRoutes(mux)
 	s.gcRoutes(mux)
 	s.fsckRoutes(mux)
 	s.debugRoutes(mux)
 	s.observabilityRoutes(mux)
+	s.lifecycleRoutes(mux)
 	return s.accessLog(mux), nil
 }
 

@@ -28,9 +28,11 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/eviction"
 	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/registry"
 	"github.com/regcache/regcache/requestid"
+	"github.com/regcache/regcache/status"
 	"github.com/regcache/regcache/storage"
 	"github.com/regcache/regcache/uploads"
 )
@@ -82,7 +84,9 @@ type stackConfig struct {
 	logs      io.Writer      // debug logs with request IDs (default: none)
 	observer  observer       // told about requests and the cache (default: none)
 	// backend, when set, decorates the puller (fault injection).
-	backend func(registry.Backend) registry.Backend
+	backend   func(registry.Backend) registry.Backend
+	lifecycle bool // warm, export, import, status (lifecycle_test.go); needs local
+	offline   bool // contact no upstream
 }
 
 // observer is what metrics.Metrics is to the puller and the handler.
@@ -140,7 +144,8 @@ func newStack(t testing.TB, sc stackConfig) *stack {
 	if _, err := store.SetLocalNamespaces(sc.localNS); err != nil {
 		t.Fatal(err)
 	}
-	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg, Observer: sc.observer})
+	puller := cache.NewPuller(store, endpoints, creds, blobs, meta, logger, cache.Options{DefaultRegistry: sc.defReg, Observer: sc.observer,
+		Upstreams: cache.NewUpstreams(cache.UpstreamsOptions{Offline: sc.offline})})
 	t.Cleanup(puller.Close)
 	fsck := storage.NewChecker(blobs, meta, filepath.Join(dir, "quarantine"))
 	var backend registry.Backend = puller
@@ -155,6 +160,15 @@ func newStack(t testing.TB, sc stackConfig) *stack {
 			t.Fatal(err)
 		}
 		cfg.Local = local.New(blobs, meta, sessions, store, logger, local.Options{})
+	}
+	if sc.lifecycle {
+		cfg.Lifecycle = lifecycleOf(t, puller, store, blobs, meta, cfg.Local.(*local.Repos), sc.offline)
+		cfg.GC = cfg.Local.(*local.Repos)
+		src := status.Sources{Rules: store, Fills: puller, Store: blobs, Throttling: puller.Upstreams(), Offline: sc.offline}
+		if e, ok := cfg.Lifecycle.Evict.(*eviction.Evictor); ok {
+			src.Evictions = e
+		}
+		cfg.Status = status.NewReporter(src, "test", time.Now(), nil)
 	}
 	h, err := registry.New(cfg)
 	if err != nil {

@@ -241,7 +241,7 @@ func TestStatusPageCharts(t *testing.T) {
 	t.Parallel()
 	now := time.Date(2026, 4, 1, 12, 30, 20, 0, time.UTC)
 	s := status.Summary{Version: "v1.4.0", StartedAt: now.Add(-50 * time.Hour), GeneratedAt: now, Problems: []string{},
-		Store:      status.Store{Counted: true, Bytes: 42 << 30, Blobs: 12345, LimitBytes: 50 << 30, Evicted: &status.Evicted{Blobs: 321, Bytes: 9 << 30}},
+		Store:      status.Store{Counted: true, Bytes: 42 << 30, Blobs: 12345, LimitBytes: 50 << 30, Evicted: &status.Evicted{Runs: 4, Images: 321, Bytes: 9 << 30}},
 		RateLimits: []status.RateLimit{{Upstream: "docker.io", CredentialSet: "hub", Remaining: 87, Limit: 200}},
 		Upstreams:  []status.Upstream{{Name: "ghcr.io", State: status.UpstreamFailing, LastStatus: 503, LastError: "GET ghcr.io answered 503 Service Unavailable"}},
 	}
@@ -279,7 +279,7 @@ func TestStatusPageCharts(t *testing.T) {
 	for _, want := range []string{
 		`<span>1.0 GiB</span>`, // 900 MiB a minute: the scale tops at 1 GiB, not 1000 MiB
 		`<tr><td class="name">docker.io</td><td data-label="Credential set">hub</td><td data-label="Remaining" class="num">87</td>`,
-		`of 50.0 GiB limit · 321 evicted (9.0 GiB)`,
+		`of 50.0 GiB limit · 321 images evicted (9.0 GiB)`,
 		`<svg class="meter warn"`, // 84% of the limit
 		`data-state="failing"`, `GET ghcr.io answered 503 Service Unavailable`,
 		`up 2d 2h`,

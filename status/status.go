@@ -27,7 +27,10 @@ type Summary struct {
 	GeneratedAt time.Time `json:"generatedAt"`
 	// Problems lists, in words, what an operator should look at; empty
 	// when all is well.
-	Problems       []string        `json:"problems"`
+	Problems []string `json:"problems"`
+	// Offline says regcache contacts no upstream: it serves cached and
+	// imported content only.
+	Offline        bool            `json:"offline"`
 	Rules          []Rule          `json:"rules"`
 	CredentialSets []CredentialSet `json:"credentialSets"`
 	Store          Store           `json:"store"`
@@ -35,6 +38,9 @@ type Summary struct {
 	// RateLimits are the upstream rate limits last seen; nil when regcache
 	// does not track them.
 	RateLimits []RateLimit `json:"rateLimits,omitempty"`
+	// Throttling is what upstreams asked of regcache: waits after 429s
+	// (nil when the source is not wired).
+	Throttling *Throttling `json:"throttling,omitempty"`
 	Fills      Fills       `json:"fills"`
 	// UploadSessions is the number of pushes in progress.
 	UploadSessions int      `json:"uploadSessions"`
@@ -93,8 +99,8 @@ type Store struct {
 	Blobs   int64 `json:"blobs"`
 	// LimitBytes is the size the store is kept under; 0 when none is set.
 	LimitBytes int64 `json:"limitBytes,omitempty"`
-	// Evicted counts blobs and bytes removed to stay under the limit since
-	// start; nil when regcache does not evict.
+	// Evicted counts the eviction runs and the images and bytes they
+	// removed since start; nil when regcache does not evict.
 	Evicted *Evicted `json:"evicted,omitempty"`
 	// FilesystemBytes and FilesystemFreeBytes describe the filesystem the
 	// store is on (0 when unknown).
@@ -104,10 +110,11 @@ type Store struct {
 	StorageFullEvents int64 `json:"storageFullEvents"`
 }
 
-// Evicted is what eviction removed since start.
+// Evicted is what eviction did since start.
 type Evicted struct {
-	Blobs int64 `json:"blobs"`
-	Bytes int64 `json:"bytes"`
+	Runs   int64 `json:"runs"`
+	Images int64 `json:"images"`
+	Bytes  int64 `json:"bytes"`
 }
 
 // Upstream is one login server the rules pull from.
@@ -144,6 +151,18 @@ type RateLimit struct {
 	Remaining     int64     `json:"remaining"`
 	Limit         int64     `json:"limit,omitempty"`
 	ObservedAt    time.Time `json:"observedAt,omitzero"`
+}
+
+// Throttling is what upstreams asked: the waits they set with 429 and
+// Retry-After, and the requests that met them.
+type Throttling struct {
+	// Waits maps the upstreams (endpoint hosts) that answered 429 to when
+	// requests to them resume.
+	Waits map[string]time.Time `json:"waits"`
+	// RateLimited counts their 429 answers since start; Held the requests
+	// not sent because of a wait or offline mode.
+	RateLimited int64 `json:"rateLimited"`
+	Held        int64 `json:"held"`
 }
 
 // Fills are the blob fetches in progress.
@@ -223,6 +242,14 @@ type Sources struct {
 	// reads upstream rate limits.
 	Evictions  Evictions
 	RateLimits RateLimits
+	// Throttling is the upstreams' waits (cache.Upstreams).
+	Throttling interface {
+		Waits() map[string]time.Time
+		RateLimited() int64
+		Held() int64
+	}
+	// Offline is regcache's offline mode.
+	Offline bool
 }
 
 // Activity is what was counted since start.
@@ -241,10 +268,13 @@ func (noActivity) Minutes(time.Time) []Minute                    { return nil }
 
 // Evictions is the source of eviction figures: the bounded store.
 type Evictions interface {
-	// Evicted returns the blobs and bytes evicted since start.
-	Evicted() (blobs, bytes int64)
-	// LimitBytes is the size the store is kept under.
-	LimitBytes() int64
+	// Runs, EvictedImages and EvictedBytes count the eviction runs and
+	// what they removed since start.
+	Runs() int64
+	EvictedImages() int64
+	EvictedBytes() int64
+	// MaxSize is the size the store is kept under (0: no size bound).
+	MaxSize() int64
 }
 
 // RateLimits is the source of upstream rate limits (from the RateLimit-*
@@ -276,7 +306,7 @@ func NewReporter(src Sources, version string, started time.Time, now func() time
 // Status returns the summary now.
 func (r *Reporter) Status(ctx context.Context) Summary {
 	now := r.now()
-	s := Summary{Version: r.version, StartedAt: r.started.UTC(), GeneratedAt: now.UTC(), Problems: []string{}}
+	s := Summary{Version: r.version, StartedAt: r.started.UTC(), GeneratedAt: now.UTC(), Problems: []string{}, Offline: r.src.Offline}
 	rules := r.src.Rules.List()
 	counts := r.src.Activity.RuleCounts()
 	byUpstream := map[string][]string{}
@@ -294,6 +324,9 @@ func (r *Reporter) Status(ctx context.Context) Summary {
 	s.CredentialSets = r.credentialSets(ctx, bySet, &s.Problems)
 	s.Upstreams = r.upstreams(rules, byUpstream, &s.Problems)
 	s.Store = r.store(&s.Problems)
+	if t := r.src.Throttling; t != nil {
+		s.Throttling = &Throttling{Waits: t.Waits(), RateLimited: t.RateLimited(), Held: t.Held()}
+	}
 	if r.src.RateLimits != nil {
 		s.RateLimits = r.src.RateLimits.RateLimits()
 		if s.RateLimits == nil {
@@ -370,10 +403,9 @@ func (r *Reporter) store(problems *[]string) Store {
 		}
 		st.FilesystemBytes, st.FilesystemFreeBytes, _ = r.src.Store.Filesystem()
 	}
-	if r.src.Evictions != nil {
-		st.LimitBytes = r.src.Evictions.LimitBytes()
-		blobs, bytes := r.src.Evictions.Evicted()
-		st.Evicted = &Evicted{Blobs: blobs, Bytes: bytes}
+	if e := r.src.Evictions; e != nil {
+		st.LimitBytes = e.MaxSize()
+		st.Evicted = &Evicted{Runs: e.Runs(), Images: e.EvictedImages(), Bytes: e.EvictedBytes()}
 	}
 	switch {
 	case st.LimitBytes > 0 && st.Counted && st.Bytes > st.LimitBytes*9/10:

@@ -56,8 +56,10 @@ func (s store) Filesystem() (uint64, uint64, bool) { return s.size, s.free, s.si
 
 type evictions struct{}
 
-func (evictions) Evicted() (int64, int64) { return 3, 300 }
-func (evictions) LimitBytes() int64       { return 1000 }
+func (evictions) Runs() int64          { return 1 }
+func (evictions) EvictedImages() int64 { return 3 }
+func (evictions) EvictedBytes() int64  { return 300 }
+func (evictions) MaxSize() int64       { return 1000 }
 
 func TestSummary(t *testing.T) {
 	t.Parallel()
@@ -110,7 +112,7 @@ func TestSummary(t *testing.T) {
 	if u := s.Upstreams[0]; u.Name != "docker.io" || u.Endpoint != "https://docker.io" || !slices.Equal(u.Rules, []string{"hub"}) {
 		t.Errorf("upstream docker.io: %+v", u)
 	}
-	if st := s.Store; !st.Counted || st.Bytes != 950 || st.LimitBytes != 1000 || st.Evicted == nil || st.Evicted.Blobs != 3 || st.StorageFullEvents != 2 {
+	if st := s.Store; !st.Counted || st.Bytes != 950 || st.LimitBytes != 1000 || st.Evicted == nil || st.Evicted.Images != 3 || st.Evicted.Runs != 1 || st.StorageFullEvents != 2 {
 		t.Errorf("store: %+v", st)
 	}
 	if s.Fills.Running != 2 || s.Fills.Queued != 1 {

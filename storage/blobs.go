@@ -50,7 +50,7 @@ func ParseDigest(s string) (string, error) {
 // any moment leaves no partial blob under its digest.
 type Blobs struct {
 	root  string
-	usage usage
+	usage usage // bytes committed, once counted (usage.go)
 }
 
 // OpenBlobs opens (creating when needed) the blob store rooted at dir and
@@ -147,7 +147,7 @@ func (b *Blobs) Remove(ctx context.Context, digest string) error {
 	if err != nil {
 		return err
 	}
-	err = b.removeFile(p, digest)
+	err = b.remove(p, digest)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blob %s: %w", digest, ErrNotFound)
 	}
@@ -275,30 +275,13 @@ func (w *Writer) Commit() error {
 	if w.done {
 		return errors.New("blob writer already closed")
 	}
-	w.done = true
-	err := w.verify()
+	err := w.seal()
 	if err == nil {
-		err = w.f.Sync()
-	}
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.MkdirAll(filepath.Dir(w.final), 0o755)
-	}
-	if err == nil {
-		err = w.store.commitFile(w.f.Name(), w.final, w.digest, w.n)
-	}
-	if err != nil {
-		os.Remove(w.f.Name())
-		w.removeUpload()
-		return full(fmt.Errorf("commit blob %s: %w", w.digest, err), w.what())
+		err = w.staged().place()
 	}
 	w.removeUpload()
-	// Make the new directory entry durable too.
-	if d, err := os.Open(filepath.Dir(w.final)); err == nil {
-		d.Sync()
-		d.Close()
+	if err != nil {
+		return full(fmt.Errorf("commit blob %s: %w", w.digest, err), w.what())
 	}
 	return nil
 }

@@ -11,7 +11,8 @@ import (
 	"sync"
 )
 
-// Usage is what the committed blobs of a store hold.
+// Usage is what the committed blobs of a store hold (temporary files of
+// fills and uploads in progress not included).
 type Usage struct {
 	Bytes int64
 	Blobs int64
@@ -19,15 +20,22 @@ type Usage struct {
 
 // usage keeps a store's Usage without walking the store per question: one
 // walk (Blobs.CountUsage), and every commit and removal adjusts the
-// figures. The walk counts one <first two hex> directory at a time under
-// mu, in order; a commit or removal in a directory not walked yet changes
-// nothing (the walk will see its result), one in a directory walked
-// already adjusts the figures. So no blob is counted twice or missed.
+// figures, under the same lock as the rename or unlink that changes the
+// directory (two commits of one digest count once). The walk counts one
+// <first two hex> directory at a time under mu, in order; a commit or
+// removal in a directory not walked yet changes nothing (the walk will
+// see its result), one in a directory walked already adjusts the figures.
+// So no blob is counted twice or missed, and serving goes on during the
+// walk of a large store.
 type usage struct {
 	mu      sync.Mutex
 	u       Usage
-	next    int  // directories 00..next-1 are counted
-	walking bool // a walk is running
+	next    int           // directories 00..next-1 are counted
+	walking bool          // a walk is running
+	counted chan struct{} // closed when the walk is done; made on first need
+	// over is signalled when a commit leaves more than limit bytes.
+	limit int64
+	over  chan struct{}
 }
 
 // dirCount is the number of <first two hex> directories.
@@ -50,6 +58,33 @@ func (u *usage) changed(digest string, size int64, delta int64) {
 	}
 	u.u.Bytes += delta * size
 	u.u.Blobs += delta
+	if delta > 0 {
+		u.checkOver()
+	}
+}
+
+// checkOver signals over when the counted store holds more than limit;
+// the caller holds u.mu.
+func (u *usage) checkOver() {
+	if u.over == nil || u.next < dirCount || u.u.Bytes <= u.limit {
+		return
+	}
+	select {
+	case u.over <- struct{}{}:
+	default: // one signal pending stands for any number
+	}
+}
+
+// countedChan returns the channel closed once the walk is done; the caller
+// holds u.mu.
+func (u *usage) countedChan() chan struct{} {
+	if u.counted == nil {
+		u.counted = make(chan struct{})
+		if u.next >= dirCount {
+			close(u.counted)
+		}
+	}
+	return u.counted
 }
 
 // Usage returns the bytes and number of the committed blobs; ok is false
@@ -61,6 +96,24 @@ func (b *Blobs) Usage() (u Usage, ok bool) {
 		return Usage{}, false
 	}
 	return b.usage.u, true
+}
+
+// WaitUsage returns the usage once counted: it counts the store when no
+// walk has started (or waits for the one running) first.
+func (b *Blobs) WaitUsage(ctx context.Context) (Usage, error) {
+	if err := b.CountUsage(ctx); err != nil {
+		return Usage{}, err
+	}
+	b.usage.mu.Lock()
+	counted := b.usage.countedChan()
+	b.usage.mu.Unlock()
+	select {
+	case <-counted:
+	case <-ctx.Done():
+		return Usage{}, ctx.Err()
+	}
+	u, _ := b.Usage()
+	return u, nil
 }
 
 // CountUsage walks the store once to count its blobs; afterwards Usage
@@ -81,19 +134,20 @@ func (b *Blobs) CountUsage(ctx context.Context) error {
 		u.walking = false
 		u.mu.Unlock()
 	}()
-	for u.next < dirCount {
+	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if err := b.countDir(); err != nil {
+		done, err := b.countDir()
+		if err != nil || done {
 			return err
 		}
 	}
-	return nil
 }
 
-// countDir counts the next directory of the walk.
-func (b *Blobs) countDir() error {
+// countDir counts the next directory of the walk and reports whether the
+// walk is done.
+func (b *Blobs) countDir() (bool, error) {
 	u := &b.usage
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -105,22 +159,44 @@ func (b *Blobs) countDir() error {
 		return nil
 	})
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err // the directory is counted again at the next try
+		return false, err // the directory is counted again at the next try
 	}
 	u.u.Bytes += found.Bytes
 	u.u.Blobs += found.Blobs
 	u.next++
-	return nil
+	if u.next < dirCount {
+		return false, nil
+	}
+	if u.counted != nil { // else countedChan makes it closed
+		close(u.counted)
+	}
+	u.checkOver()
+	return true, nil
 }
 
-// commitFile renames a verified temporary file to final, the path of
-// digest, and counts it unless it replaced the same blob.
-func (b *Blobs) commitFile(tmp, final, digest string, size int64) error {
+// NotifyOver returns a channel that is signalled whenever a commit leaves
+// the store holding more than limit bytes (once it is counted, and when
+// the count itself finds it over), so that a bounded cache reacts to the
+// commit that crossed its bound rather than at its next look. Signals do
+// not queue: one pending stands for any number. A later call replaces the
+// channel.
+func (b *Blobs) NotifyOver(limit int64) <-chan struct{} {
+	b.usage.mu.Lock()
+	defer b.usage.mu.Unlock()
+	b.usage.limit = limit
+	b.usage.over = make(chan struct{}, 1)
+	b.usage.checkOver()
+	return b.usage.over
+}
+
+// place renames a verified temporary file to final, the path of digest,
+// and counts it unless it replaced the same blob.
+func (b *Blobs) place(temp, final, digest string, size int64) error {
 	b.usage.mu.Lock()
 	defer b.usage.mu.Unlock()
 	_, err := os.Lstat(final)
 	existed := err == nil
-	if err := os.Rename(tmp, final); err != nil {
+	if err := os.Rename(temp, final); err != nil {
 		return err
 	}
 	if !existed {
@@ -129,8 +205,8 @@ func (b *Blobs) commitFile(tmp, final, digest string, size int64) error {
 	return nil
 }
 
-// removeFile deletes the blob file p of digest and counts it out.
-func (b *Blobs) removeFile(p, digest string) error {
+// remove deletes the blob file p of digest and counts it out.
+func (b *Blobs) remove(p, digest string) error {
 	b.usage.mu.Lock()
 	defer b.usage.mu.Unlock()
 	fi, err := os.Lstat(p)

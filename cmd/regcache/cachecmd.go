@@ -39,7 +39,7 @@ wrote on first start (<data-dir>/admin.token).`,
   regcache cache list --server http://regcache.internal:5000 --token-file ./admin.token`,
 	}
 	clientFlags(cmd)
-	cmd.AddCommand(cacheCreateCmd(getenv), cacheUpdateCmd(getenv), cacheShowCmd(getenv), cacheListCmd(getenv), cacheDeleteCmd(getenv))
+	cmd.AddCommand(cacheCreateCmd(getenv), cacheUpdateCmd(getenv), cacheShowCmd(getenv), cacheListCmd(getenv), cacheDeleteCmd(getenv), cacheRefreshCmd(getenv))
 	return cmd
 }
 
@@ -58,7 +58,8 @@ func cacheCreateCmd(getenv func(string) string) *cobra.Command {
 				return err
 			}
 			var out registry.RuleView
-			in := map[string]string{"name": r.Name, "sourceRepository": r.Source, "targetRepository": r.Target, "credentialSetName": r.CredentialSet, "tagTTL": r.TagTTL}
+			in := map[string]string{"name": r.Name, "sourceRepository": r.Source, "targetRepository": r.Target, "credentialSetName": r.CredentialSet, "tagTTL": r.TagTTL,
+				"maxStale": r.MaxStale, "deletedTags": r.DeletedTags}
 			if err := c.do(cmd.Context(), http.MethodPost, "/admin/v1/cache-rules", in, &out); err != nil {
 				return err
 			}
@@ -70,7 +71,8 @@ func cacheCreateCmd(getenv func(string) string) *cobra.Command {
 	f.StringVarP(&r.Source, "source-repo", "s", "", "upstream repository, registry host included, e.g. docker.io/library/ubuntu or docker.io/library/* (required)")
 	f.StringVarP(&r.Target, "target-repo", "t", "", "local repository, e.g. ubuntu or hub/* (required)")
 	f.StringVarP(&r.CredentialSet, "cred-set", "c", "", "credential set for the upstream (default: anonymous)")
-	f.StringVar(&r.TagTTL, "tag-ttl", "", "how long a cached tag is served before it is revalidated upstream, e.g. 30s, 10m, 24h; 0s: every pull (default 5m)")
+	f.StringVar(&r.TagTTL, "tag-ttl", "", "how long a cached tag is served before it is revalidated upstream, e.g. 30s, 10m, 24h; 0s: every pull; never: until regcache cache refresh (default 5m)")
+	freshnessFlags(f, &r.MaxStale, &r.DeletedTags)
 	for _, req := range []string{"name", "source-repo", "target-repo"} {
 		cmd.MarkFlagRequired(req)
 	}
@@ -78,29 +80,32 @@ func cacheCreateCmd(getenv func(string) string) *cobra.Command {
 }
 
 func cacheUpdateCmd(getenv func(string) string) *cobra.Command {
-	var name, credSet, tagTTL string
+	var name, credSet, tagTTL, maxStale, deletedTags string
 	var remove bool
 	cmd := &cobra.Command{
 		Use:   "update",
-		Short: "Change or remove the credential set, or change the tag TTL, of a cache rule",
+		Short: "Change or remove the credential set, or change the freshness settings, of a cache rule",
 		Example: `  regcache cache update -n Ubuntu -c NewCredSet
   regcache cache update -n Ubuntu --remove-cred-set
-  regcache cache update -n Ubuntu --tag-ttl 1h`,
+  regcache cache update -n Ubuntu --tag-ttl 1h
+  regcache cache update -n Ubuntu --tag-ttl never --max-stale 72h --deleted-tags forget`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			changeTTL := cmd.Flags().Changed("tag-ttl")
-			if remove && cmd.Flags().Changed("cred-set") {
+			changed := cmd.Flags().Changed
+			if remove && changed("cred-set") {
 				return usageErrorf(cmd, "give either -c/--cred-set NAME or --remove-cred-set, not both")
 			}
-			if !remove && !cmd.Flags().Changed("cred-set") && !changeTTL {
-				return usageErrorf(cmd, "nothing to update: give -c/--cred-set NAME, --remove-cred-set or --tag-ttl DURATION")
+			if !remove && !changed("cred-set") && !changed("tag-ttl") && !changed("max-stale") && !changed("deleted-tags") {
+				return usageErrorf(cmd, "nothing to update: give -c/--cred-set NAME, --remove-cred-set, --tag-ttl DURATION, --max-stale DURATION or --deleted-tags serve|forget")
 			}
 			in := map[string]string{}
-			if remove || cmd.Flags().Changed("cred-set") {
+			if remove || changed("cred-set") {
 				in["credentialSetName"] = credSet
 			}
-			if changeTTL {
-				in["tagTTL"] = tagTTL
+			for flag, key := range map[string]string{"tag-ttl": "tagTTL", "max-stale": "maxStale", "deleted-tags": "deletedTags"} {
+				if changed(flag) {
+					in[key], _ = cmd.Flags().GetString(flag)
+				}
 			}
 			c, err := newAdminClient(cmd, getenv)
 			if err != nil {
@@ -117,7 +122,8 @@ func cacheUpdateCmd(getenv func(string) string) *cobra.Command {
 	f.StringVarP(&name, "name", "n", "", "rule name (required)")
 	f.StringVarP(&credSet, "cred-set", "c", "", "credential set to use for the upstream")
 	f.BoolVar(&remove, "remove-cred-set", false, "detach the credential set: pull anonymously")
-	f.StringVar(&tagTTL, "tag-ttl", "", `how long a cached tag is served before it is revalidated upstream ("" restores the default, 5m)`)
+	f.StringVar(&tagTTL, "tag-ttl", "", `how long a cached tag is served before it is revalidated upstream; never: until regcache cache refresh ("" restores the default, 5m)`)
+	freshnessFlags(f, &maxStale, &deletedTags)
 	cmd.MarkFlagRequired("name")
 	return cmd
 }
@@ -126,7 +132,7 @@ func cacheShowCmd(getenv func(string) string) *cobra.Command {
 	var name string
 	cmd := &cobra.Command{
 		Use:     "show",
-		Short:   "Show a cache rule",
+		Short:   "Show a cache rule, with its freshness settings and what its upstream announced (pull limit, a wait after 429)",
 		Example: `  regcache cache show -n Ubuntu -o table`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -138,7 +144,7 @@ func cacheShowCmd(getenv func(string) string) *cobra.Command {
 			if err := c.do(cmd.Context(), http.MethodGet, "/admin/v1/cache-rules/"+url.PathEscape(name), nil, &out); err != nil {
 				return err
 			}
-			return printRules(cmd, false, out)
+			return printItems(cmd, false, []registry.RuleView{out}, ruleDetails)
 		},
 	}
 	cmd.Flags().StringVarP(&name, "name", "n", "", "rule name (required)")

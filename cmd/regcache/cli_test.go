@@ -601,25 +601,8 @@ func startServe(t *testing.T, ctx context.Context, args ...string) (string, <-ch
 		done <- err
 	}()
 	url := "http://" + addr
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return url, done
-			}
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("serve exited early: %v", err)
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve did not answer /healthz: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitHealthy(t, url, done)
+	return url, done
 }
 
 // serve starts, writes the admin token, answers the CLI, and stops cleanly

@@ -128,6 +128,9 @@ type Config struct {
 	// X-Forwarded-For is believed for login rate limits and audit records
 	// (--trusted-proxy, repeatable; REGCACHE_TRUSTED_PROXIES).
 	TrustedProxies []string `yaml:"trustedProxies"`
+	// LifecycleConfig: offline, maxSize, evictLowWater, evictUnusedAfter
+	// and notFoundTTL (lifecycle.go).
+	LifecycleConfig `yaml:",inline"`
 }
 
 // limitsConfig is the limits: section: the HTTP server's limits, and the
@@ -179,6 +182,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
 	fs.Int("max-conns-per-address", 0, fmt.Sprintf("cap on open connections from one IP address (env REGCACHE_MAX_CONNS_PER_ADDRESS; default %d; -1: none; raise it behind a load balancer)", registry.DefaultMaxConnsPerAddress))
 	authFlags(fs)
+	lifecycleFlags(fs)
 }
 
 // loadConfig builds the Config from defaults, the config file, the
@@ -297,6 +301,9 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	if err := loadAuthSettings(&cfg, fs, getenv); err != nil {
 		return cfg, err
 	}
+	if err := cfg.LifecycleConfig.load(fs, getenv); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validate()
 }
 
@@ -380,6 +387,9 @@ func (c Config) validate() error {
 	}
 	if _, err := cache.NewRuleSet(c.Rules); err != nil {
 		return fmt.Errorf("rules: %w", err)
+	}
+	if err := c.LifecycleConfig.validate(); err != nil {
+		return err
 	}
 	return c.validateLocal()
 }

@@ -278,7 +278,7 @@ func TestUnknownConfigKeys(t *testing.T) {
 		{
 			name: "rule key",
 			file: "rules:\n  - name: ubuntu\n    source: docker.io/library/ubuntu\n    target: ubuntu\n  - name: alpine\n    sourceRepository: docker.io/library/alpine\n    target: alpine\n",
-			want: []string{`line 6: unknown key "sourceRepository" in rules[1]`, "accepted keys: credentialSet, name, source, tagTTL, target"},
+			want: []string{`line 6: unknown key "sourceRepository" in rules[1]`, "accepted keys: credentialSet, deletedTags, maxStale, name, source, tagTTL, target"},
 		},
 		{
 			name: "rule origin",
@@ -326,7 +326,11 @@ func TestUnknownConfigKeys(t *testing.T) {
 func yamlKeys(t reflect.Type) []string {
 	var keys []string
 	for f := range t.Fields() {
-		if k, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); k != "" && k != "-" {
+		k, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		switch {
+		case opts == "inline":
+			keys = append(keys, yamlKeys(f.Type)...)
+		case k != "" && k != "-":
 			keys = append(keys, k)
 		}
 	}

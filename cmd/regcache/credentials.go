@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"os"
 
 	"github.com/regcache/regcache/cache"
@@ -10,8 +11,10 @@ import (
 )
 
 // newCredentials builds the credential set manager: the config file's sets,
-// the sets persisted in records, and the Vault backend.
-func newCredentials(ctx context.Context, cfg Config, records cache.Records, endpoints *cache.Endpoints, inUse func(string) []string, log *slog.Logger) (*credentials.Manager, error) {
+// the sets persisted in records, and the Vault backend; its health checks
+// reach login servers through transport (which an offline registry makes
+// refuse them).
+func newCredentials(ctx context.Context, cfg Config, records cache.Records, endpoints *cache.Endpoints, transport http.RoundTripper, inUse func(string) []string, log *slog.Logger) (*credentials.Manager, error) {
 	vault, err := credentials.NewVault(cfg.Vault, os.Getenv, log)
 	if err != nil {
 		return nil, err
@@ -19,6 +22,7 @@ func newCredentials(ctx context.Context, cfg Config, records cache.Records, endp
 	return credentials.NewManager(ctx, credentials.Options{
 		Records:         records,
 		Endpoints:       endpoints,
+		Transport:       transport,
 		Vault:           vault,
 		Config:          cfg.CredentialSets,
 		SecretLocations: cfg.Secrets,

@@ -202,7 +202,7 @@ func TestConfigRulesNeedTheirSets(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := Config{CredentialSets: []credentials.Set{hub}, Rules: []cache.Rule{tc.rule}}
-		creds, err := newCredentials(t.Context(), cfg, meta, endpoints, nil, logger)
+		creds, err := newCredentials(t.Context(), cfg, meta, endpoints, nil, nil, logger)
 		if err == nil {
 			_, err = cache.NewStore(t.Context(), meta, creds, cfg.Rules, logger)
 		}

@@ -88,7 +88,8 @@ Exit status:
 	// finds then.
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), fsckCmd(getenv), statusCmd(getenv), versionCmd())
+	root.AddCommand(serveCmd(getenv), cacheCmd(getenv), credentialSetCmd(getenv), gcCmd(getenv), fsckCmd(getenv), statusCmd(getenv),
+		warmCmd(getenv), exportCmd(getenv), importCmd(getenv), versionCmd())
 	addCompletionCmd(root)
 	root.InitDefaultHelpCmd()
 	if help, _, err := root.Find([]string{"help"}); err == nil && help.Name() == "help" {
@@ -246,6 +247,13 @@ pulls and pushes which local repositories (the target of a cache rule, as
 served after containerd's ns or a mirror's path prefix is resolved).
 Failed logins are limited per client address (429 with Retry-After).
 
+Bounded disk: over maxSize (--max-size 50GiB or 80% of the filesystem) the
+least recently used images of cached repositories are evicted down to
+evictLowWater of it; evictUnusedAfter evicts those nobody pulled for that
+long. Local repositories are never evicted. With offline (--offline)
+regcache contacts no upstream: it serves cached and imported content and
+answers anything else at once saying it is offline.
+
 Every setting can come from the YAML file given by --config, a REGCACHE_*
 environment variable, or a flag (flags win over the environment, which wins
 over the file). Config file:
@@ -268,6 +276,11 @@ over the file). Config file:
   gcGrace: 1h             # blobs written or linked within this are kept
   fillIdleTimeout: 2m     # a blob fill whose upstream sends nothing for this long fails
   upstreamHeaderTimeout: 30s   # an upstream request answered no headers within this fails
+  maxSize: 50GiB          # or 80% (of the filesystem): evict the least recently used cached images
+  evictLowWater: 90%      # ... down to this much of maxSize
+  evictUnusedAfter: 720h  # evict cached images nobody pulled for this long
+  notFoundTTL: 1m         # an upstream's "no such manifest" is remembered this long
+  offline: false          # true: contact no upstream, serve what is cached or imported
   upstreams:
     docker.io: https://mirror.example.com
   allowedUpstreams:       # besides the well-known registries and upstreams
@@ -302,7 +315,9 @@ over the file). Config file:
     - name: hub-library
       source: docker.io/library/*
       target: hub/*
-      tagTTL: 10m         # cached tags served 10m before a HEAD revalidates them
+      tagTTL: 10m         # cached tags served 10m before a HEAD revalidates them (never: until refreshed)
+      maxStale: 72h       # upstream down: serve a tag only if confirmed within 72h
+      deletedTags: serve  # a tag deleted upstream: serve (until evicted) or forget
   auth:                   # client authentication: off unless htpasswd is set
     htpasswd: /etc/regcache/htpasswd   # users: htpasswd -B -c /etc/regcache/htpasswd alice
     realm: https://regcache.example.com/v2/token   # behind a proxy; default: from the request
@@ -323,6 +338,8 @@ over the file). Config file:
   regcache serve --metrics-listen 127.0.0.1:9091 --log-level debug
   regcache serve --default-registry docker.io --local-namespace lab/* --gc-grace 2h
   regcache serve --auth-htpasswd /etc/regcache/htpasswd
+  regcache serve --max-size 80% --evict-unused-after 720h
+  regcache serve --offline --data-dir /srv/lab-regcache
   REGCACHE_CONFIG=/etc/regcache/config.yaml regcache serve`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -63,7 +63,12 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Credential sets come first: rules (also those of the config file)
 	// refer to them. Deleting a set asks the rules whether they use it.
 	var rules *cache.Store
-	creds, err := newCredentials(ctx, cfg, meta, endpoints, func(set string) []string { return rulesUsing(rules, set) }, log)
+	// One view of the upstreams for every request to them: offline mode,
+	// waits after 429s, the limits they announce.
+	upstreams := cache.NewUpstreams(cache.UpstreamsOptions{Offline: cfg.Offline})
+	credTransport := cache.DefaultTransport()
+	defer credTransport.CloseIdleConnections()
+	creds, err := newCredentials(ctx, cfg, meta, endpoints, upstreams.Transport(credTransport), func(set string) []string { return rulesUsing(rules, set) }, log)
 	if err != nil {
 		return err
 	}
@@ -104,17 +109,25 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry,
-		IdleTimeout: cfg.FillIdleTimeout, Transport: upstream, MaxFills: cfg.Limits.MaxUpstreamFetches, Observer: obs.cacheObserver()})
-	defer puller.Close() // before meta closes: fills link what they commit
-	// Access times are flushed periodically and once more after the last
-	// request finished.
-	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
+	// Local repositories first: their collection guard protects what the
+	// puller's fills link.
 	repos, err := newLocalRepos(ctx, cfg, blobs, meta, rules, log)
 	if err != nil {
 		return err
 	}
 	defer repos.stop()
+	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry,
+		IdleTimeout: cfg.FillIdleTimeout, Transport: upstream, MaxFills: cfg.Limits.MaxUpstreamFetches, Observer: obs.cacheObserver(),
+		Upstreams: upstreams, Guard: repos.Repos, NotFoundTTL: cfg.NotFoundTTL})
+	defer puller.Close() // before meta closes: fills link what they commit
+	// Access times are flushed periodically and once more after the last
+	// request finished.
+	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
+	lifecycle, evictor, stopLifecycle, err := newLifecycle(ctx, cfg, puller, rules, blobs, meta, repos, log)
+	if err != nil {
+		return err
+	}
+	defer stopLifecycle()
 	clientAuth, err := authFiles.authority(cfg, log)
 	if err != nil {
 		return err
@@ -122,9 +135,11 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	trusted, _ := parseTrustedProxies(cfg.TrustedProxies) // validated with the config
 	rc := registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
 		Local: repos.Repos, GC: repos.Repos, Limits: limits, ClientAuth: clientAuth, AuthRealm: cfg.Auth.Realm, TrustedProxies: trusted,
+		Lifecycle: lifecycle,
 		// POST /admin/v1/fsck checks the live store; it quarantines next to it.
 		Fsck: storage.NewChecker(blobs, meta, filepath.Join(cfg.DataDir, "quarantine"))}
-	src := status.Sources{Rules: rules, Fills: puller, CredentialSets: creds, Store: blobs, Uploads: repos.sessions}
+	src := status.Sources{Rules: rules, Fills: puller, CredentialSets: creds, Store: blobs, Uploads: repos.sessions,
+		Evictions: evictor, RateLimits: rateLimits{upstreams}, Throttling: upstreams, Offline: cfg.Offline}
 	if err := obs.wire(cfg, src, version, time.Now(), &rc); err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -73,6 +74,9 @@ func statusTables(w io.Writer, s status.Summary) error {
 		state = plural(n, "problem")
 	}
 	fmt.Fprintf(w, "regcache %s, up %s: %s\n", s.Version, status.Duration(since), state)
+	if s.Offline {
+		fmt.Fprintln(w, "  offline: no upstream is contacted; cached and imported content only")
+	}
 	for _, p := range s.Problems {
 		fmt.Fprintf(w, "  ! %s\n", p)
 	}
@@ -100,8 +104,12 @@ func statusTables(w io.Writer, s status.Summary) error {
 			status.Bytes(int64(full)), status.Bytes(int64(st.FilesystemBytes)))
 	}
 	section(w, "STORE")
-	table(w, []string{"USED", "BLOBS", "LIMIT", "DISK", "FILLS", "QUEUED", "UPLOADS", "STORAGE FULL"},
-		[]string{used, blobs, limit, disk, fmt.Sprint(s.Fills.Running), fmt.Sprint(s.Fills.Queued), fmt.Sprint(s.UploadSessions),
+	evicted := "-"
+	if e := st.Evicted; e != nil {
+		evicted = fmt.Sprintf("%s images, %s (%s runs)", status.Count(e.Images), status.Bytes(e.Bytes), status.Count(e.Runs))
+	}
+	table(w, []string{"USED", "BLOBS", "LIMIT", "DISK", "EVICTED", "FILLS", "QUEUED", "UPLOADS", "STORAGE FULL"},
+		[]string{used, blobs, limit, disk, evicted, fmt.Sprint(s.Fills.Running), fmt.Sprint(s.Fills.Queued), fmt.Sprint(s.UploadSessions),
 			status.Count(st.StorageFullEvents)})
 
 	section(w, "CREDENTIAL SETS")
@@ -142,6 +150,16 @@ func statusTables(w io.Writer, s status.Summary) error {
 			rows = append(rows, []string{l.Upstream, dash(l.CredentialSet), status.Count(l.Remaining), limit})
 		}
 		table(w, []string{"UPSTREAM", "CREDENTIAL SET", "REMAINING", "LIMIT"}, rows...)
+	}
+	if t := s.Throttling; t != nil && (len(t.Waits) > 0 || t.RateLimited > 0) {
+		section(w, "UPSTREAM WAITS (429 with Retry-After)")
+		rows = rows[:0]
+		for host, until := range t.Waits {
+			rows = append(rows, []string{host, until.UTC().Format(time.RFC3339)})
+		}
+		sort.Slice(rows, func(i, j int) bool { return rows[i][0] < rows[j][0] })
+		table(w, []string{"UPSTREAM", "UNTIL"}, rows...)
+		fmt.Fprintf(w, "%s 429 answers since start; %s requests held back\n", status.Count(t.RateLimited), status.Count(t.Held))
 	}
 
 	section(w, "RULES (since start)")

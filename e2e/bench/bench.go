@@ -34,6 +34,9 @@ type bench struct {
 	app, big, small, fanout, tags *Image
 	nextData                      int
 	results                       []Result
+	// regcacheArgs are added to regcache's command line (the eviction run).
+	regcacheArgs []string
+	eviction     *EvictionResult
 }
 
 // run prepares everything and runs every selected scenario. It returns the
@@ -89,6 +92,7 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 	}
 	report.Results = b.results
 	report.Ratios = computeRatios(b.results)
+	report.Eviction = b.eviction
 	report.Config.DurationSeconds = time.Since(started).Seconds()
 	report.Machine.LoadStart, report.Machine.LoadEnd = load, loadAverage()
 	return report, err
@@ -263,6 +267,7 @@ func (b *bench) scenarios(ctx context.Context) error {
 			}
 		}
 	}
+	b.evictionRun(ctx)
 	return ctx.Err()
 }
 
@@ -320,7 +325,7 @@ rules:
 		defer os.Remove(cfg)
 		spec.bin = filepath.Join(b.binDir, "regcache")
 		spec.args = func(addr string) ([]string, error) {
-			return []string{"serve", "--config", cfg, "--listen", addr, "--data-dir", data, fmt.Sprintf("--metrics=%t", b.opts.RegcacheMetrics)}, nil
+			return append([]string{"serve", "--config", cfg, "--listen", addr, "--data-dir", data, fmt.Sprintf("--metrics=%t", b.opts.RegcacheMetrics)}, b.regcacheArgs...), nil
 		}
 		spec.drop = []string{"REGCACHE_"}
 	case srvDistribution:

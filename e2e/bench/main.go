@@ -22,6 +22,11 @@
 // one. Before each cold scenario, memory of twice its bytes is touched and
 // freed (memtemp.go).
 //
+// Then, unless --scenarios leaves it out, the eviction run (evict.go):
+// --clients clients pull --evict-total of images in a loop from regcache
+// with --max-size --evict-limit, then from a fresh regcache without a
+// limit.
+//
 // Figures are meant to be read as ratios between servers of the same run,
 // which BENCHMARKS.md lists against their targets. Children are signalled
 // if this process dies (Pdeathsig), and the whole run is bounded by
@@ -91,6 +96,7 @@ type Options struct {
 	RegcacheMetrics bool
 	Servers         []string
 	Scenarios       []string
+	Evict           evictOptions
 }
 
 // smokeSizes are the flag values --smoke sets, unless given explicitly:
@@ -101,6 +107,7 @@ var smokeSizes = map[string]string{
 	"fanout-clients": "24", "fanout-layers": "2", "fanout-layer-size": "256KiB",
 	"manifest-clients": "8", "duration": "1s", "tags": "250", "page-size": "100",
 	"micro-benchtime": "100x", "timeout": "5m",
+	"evict-total": "16MiB", "evict-limit": "6MiB", "evict-layer-size": "1MiB",
 }
 
 func parseFlags(args []string, stderr io.Writer) (Options, error) {
@@ -139,7 +146,8 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.BoolVar(&o.Verify, "verify", true, "clients check the size and sha256 digest of every body they read")
 	fs.BoolVar(&o.RegcacheMetrics, "regcache-metrics", true, "run regcache with its Prometheus metrics on; false measures what they cost (serve --metrics=false)")
 	servers := fs.String("servers", "", "comma-separated subset of servers to run (default all): "+strings.Join(allServers, ","))
-	scenarios := fs.String("scenarios", "", "comma-separated subset of scenarios to run (default all; small-blobs means both small-blobs scenarios): "+strings.Join(scenarioNames(), ","))
+	scenarios := fs.String("scenarios", "", "comma-separated subset of scenarios to run (default all; small-blobs means both small-blobs scenarios): "+strings.Join(append(scenarioNames(), scEvict), ","))
+	evictFlags(fs, &o.Evict)
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -164,7 +172,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	if o.Servers, err = subset("server", *servers, allServers, nil); err != nil {
 		return o, err
 	}
-	if o.Scenarios, err = subset("scenario", *scenarios, scenarioNames(), map[string][]string{aliasSmall: {scSmallCold, scSmallWarm}}); err != nil {
+	if o.Scenarios, err = subset("scenario", *scenarios, append(scenarioNames(), scEvict), map[string][]string{aliasSmall: {scSmallCold, scSmallWarm}}); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -219,6 +227,7 @@ Servers:
 	for _, sc := range scenarioList {
 		fmt.Fprintf(w, "  %-17s %s\n  %-17s servers: %s\n", sc.name, sc.doc, "", strings.Join(sc.servers, ", "))
 	}
+	fmt.Fprintf(w, "  %-17s %s\n  %-17s servers: %s\n", scEvict, "--clients clients pull --evict-total of images in a loop from regcache with --max-size --evict-limit, then without a limit: throughput and blob p99 of the limited run against the unlimited one, errors (must be 0)", "", srvRegcache)
 	fmt.Fprint(w, `
 Cold scenarios run on a fresh instance of each cache (new process, empty
 data directory); warm ones on the instance the group's cold scenario

@@ -17,7 +17,7 @@ func TestParseFlags(t *testing.T) {
 	if o.Layers != 4 || o.LayerSize != 64<<20 || o.FanoutClients != 500 || o.Tags != 10000 || o.Duration != 30*time.Second || !o.PreTouch || !o.Micro {
 		t.Errorf("defaults: %+v", o)
 	}
-	if !slices.Equal(o.Scenarios, scenarioNames()) || !slices.Equal(o.Servers, allServers) {
+	if !slices.Equal(o.Scenarios, append(scenarioNames(), scEvict)) || !slices.Equal(o.Servers, allServers) {
 		t.Errorf("default scenarios %v, servers %v; want all", o.Scenarios, o.Servers)
 	}
 

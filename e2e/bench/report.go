@@ -21,6 +21,8 @@ type Report struct {
 	Ratios  []Ratio   `json:"ratios"`
 	// Micro are the go test -bench micro-benchmarks (--micro).
 	Micro []MicroResult `json:"micro"`
+	// Eviction is the eviction run (evict.go), when it ran.
+	Eviction *EvictionResult `json:"eviction,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -160,7 +162,7 @@ func (r *Report) errorCount() int {
 			n++
 		}
 	}
-	return n
+	return n + r.Eviction.errors()
 }
 
 // describeMachine reads the CPU model, memory and kernel from /proc.

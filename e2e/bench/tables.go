@@ -200,6 +200,7 @@ func printTable(w io.Writer, r *Report) {
 			fmt.Fprintf(w, "\nmicro-benchmarks: %s\n", m.Error)
 		}
 	}
+	printEviction(w, r.Eviction)
 }
 
 // markdown renders the machine, the configuration and the tables.
@@ -246,5 +247,6 @@ func markdown(r *Report) string {
 			fmt.Fprintf(&b, "\n`%s` / `%s`: %d error(s), first: `%s`\n", res.Scenario, res.Server, res.Errors, strings.ReplaceAll(res.Error, "`", "'"))
 		}
 	}
+	b.WriteString(evictionMarkdown(r.Eviction))
 	return b.String()
 }
