@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -39,6 +40,13 @@ func FuzzReferenceGrammar(f *testing.F) {
 		if got, want := ValidRepository(s), refRepository(s); got != want {
 			t.Fatalf("ValidRepository(%q) = %v, want %v", s, got, want)
 		}
+		// The grammars as the distribution spec writes them.
+		if got, want := ValidRepository(s), len(s) <= 255 && specRepository.MatchString(s); got != want {
+			t.Fatalf("ValidRepository(%q) = %v, the spec's expression says %v", s, got, want)
+		}
+		if got, want := ValidTag(s), specTag.MatchString(s); got != want {
+			t.Fatalf("ValidTag(%q) = %v, the spec's expression says %v", s, got, want)
+		}
 		if ValidRepository(s) {
 			for _, seg := range strings.Split(s, "/") {
 				if seg == "" || seg == "." || seg == ".." {
@@ -69,6 +77,11 @@ func FuzzReferenceGrammar(f *testing.F) {
 		}
 	})
 }
+
+var (
+	specRepository = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
+	specTag        = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
+)
 
 // refRepository is the OCI repository grammar written out by hand: at most
 // 255 bytes of '/'-separated components, each a run of [a-z0-9] joined by

@@ -22,19 +22,25 @@ import (
 // MANIFEST_UNKNOWN saying which type is stored. A request without Accept,
 // with a wildcard, or naming no manifest type at all gets c as it is.
 func (p *Puller) Negotiate(ctx context.Context, repo, ref string, c Content, accept []string) (Content, error) {
-	types := acceptedTypes(accept)
-	if !manifest.Known(c.MediaType) || types["*/*"] || types["application/*"] || types[c.MediaType] {
+	// The common answer, decided without allocating: what is stored is
+	// accepted, or no manifest type is named.
+	if !manifest.Known(c.MediaType) || accepts(accept, func(mt string) bool {
+		return mt == "*/*" || strings.EqualFold(mt, "application/*") || strings.EqualFold(mt, c.MediaType)
+	}) {
 		return c, nil
 	}
-	named := false
-	for _, t := range manifest.Types {
-		named = named || types[t]
-	}
-	if !named {
+	if !accepts(accept, func(mt string) bool {
+		for _, t := range manifest.Types {
+			if strings.EqualFold(mt, t) {
+				return true
+			}
+		}
+		return false
+	}) {
 		return c, nil
 	}
 	if manifest.IsIndex(c.MediaType) && !IsDigest(ref) {
-		if child, ok := p.platformManifest(ctx, repo, c, types); ok {
+		if child, ok := p.platformManifest(ctx, repo, c, acceptedTypes(accept)); ok {
 			c.Body.Close()
 			return child, nil
 		}
@@ -70,6 +76,22 @@ func (p *Puller) platformManifest(ctx context.Context, repo string, c Content, t
 		return child, true
 	}
 	return Content{}, false
+}
+
+// accepts reports whether one of the media types that Accept header
+// values list (comma-separated, with parameters) satisfies is.
+func accepts(accept []string, is func(mediaType string) bool) bool {
+	for _, h := range accept {
+		for h != "" {
+			var part string
+			part, h, _ = strings.Cut(h, ",")
+			mt, _, _ := strings.Cut(part, ";")
+			if mt = strings.TrimSpace(mt); mt != "" && is(mt) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // acceptedTypes returns the media types of Accept header values (each may

@@ -60,6 +60,9 @@ type Content struct {
 	// Fetched: the bytes came from the upstream for this request (or a
 	// fill it joined), not from the store.
 	Fetched bool
+	// Bytes is the whole body when it is held in memory (a stored
+	// manifest, verified): a handler may write it instead of reading Body.
+	Bytes []byte
 }
 
 // Verified waits until every byte of c verified against its digest: at
@@ -165,7 +168,8 @@ type Puller struct {
 	stop     context.CancelCauseFunc
 	fillsRun sync.WaitGroup
 
-	fresh freshness // freshness.go
+	fresh freshness     // freshness.go
+	hot   *hotManifests // hot.go
 }
 
 // NewPuller wires a puller.
@@ -210,6 +214,7 @@ func NewPuller(rules *Store, endpoints *Endpoints, creds Credentials, blobs Blob
 		fills:  map[string]*fill{},
 		access: newAccessTimes(),
 		fresh:  freshness{notFound: map[string]time.Time{}},
+		hot:    newHotManifests(),
 	}
 	if opts.MaxFills > 0 {
 		p.fillSlots = make(chan struct{}, opts.MaxFills)
@@ -250,11 +255,15 @@ func (p *Puller) match(repo string) (upstreamRepo, bool) {
 	}
 	up := upstreamRepo{endpoint: p.endpoints.Resolve(m.Host), path: m.Upstream, credSet: m.Rule.CredentialSet, host: m.Host, tagTTL: p.opts.TagTTL,
 		rule: m.Rule.Name, pinned: m.Rule.TagTTL == TagTTLNever, forgetDeleted: m.Rule.DeletedTags == DeletedTagsForget}
-	if d, err := time.ParseDuration(m.Rule.TagTTL); err == nil {
-		up.tagTTL = d
+	if m.Rule.TagTTL != "" {
+		if d, err := time.ParseDuration(m.Rule.TagTTL); err == nil {
+			up.tagTTL = d
+		}
 	}
-	if d, err := time.ParseDuration(m.Rule.MaxStale); err == nil {
-		up.maxStale = d
+	if m.Rule.MaxStale != "" {
+		if d, err := time.ParseDuration(m.Rule.MaxStale); err == nil {
+			up.maxStale = d
+		}
 	}
 	return up, true
 }
@@ -390,19 +399,6 @@ func (p *Puller) unknown(ctx context.Context, repo string, err error) error {
 		return fmt.Errorf("%w: %s (no cache rule covers it and nothing is stored)", ErrNameUnknown, repo)
 	}
 	return err
-}
-
-// openLinked opens digest if it is linked to repo and present in the store.
-func (p *Puller) openLinked(ctx context.Context, repo, digest string) (Content, error) {
-	l, err := p.meta.Linked(ctx, repo, digest)
-	if err != nil {
-		return Content{}, err
-	}
-	f, size, err := p.blobs.Open(ctx, digest)
-	if err != nil {
-		return Content{}, err
-	}
-	return Content{Body: f, Size: size, Digest: digest, MediaType: l.MediaType}, nil
 }
 
 // fetchManifest GETs ref from the upstream, verifies it, stores it byte for

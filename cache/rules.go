@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -87,15 +88,58 @@ func (e *ConflictError) Error() string {
 
 var (
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9-]{5,50}$`)
-	// Repository name grammar of the OCI distribution spec.
-	repoRE = regexp.MustCompile(`^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$`)
 	// Registry host, optionally with a port.
 	hostRE = regexp.MustCompile(`^(localhost|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[0-9a-fA-F:.]+\])(:[0-9]{1,5})?$`)
-	tagRE  = regexp.MustCompile(`^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$`)
 )
 
-// ValidRepository reports whether name follows the OCI repository grammar.
-func ValidRepository(name string) bool { return len(name) <= 255 && repoRE.MatchString(name) }
+// ValidRepository reports whether name follows the OCI repository grammar,
+// [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*,
+// in at most 255 bytes. Every request checks its name: it is scanned by
+// hand, without a regular expression.
+func ValidRepository(name string) bool {
+	if name == "" || len(name) > 255 {
+		return false
+	}
+	for comp := range strings.SplitSeq(name, "/") {
+		if !validComponent(comp) {
+			return false
+		}
+	}
+	return true
+}
+
+// validComponent reports whether c is runs of [a-z0-9] joined by ".",
+// "_", "__" or one or more "-".
+func validComponent(c string) bool {
+	i := 0
+	for {
+		start := i
+		for i < len(c) && (c[i] >= 'a' && c[i] <= 'z' || c[i] >= '0' && c[i] <= '9') {
+			i++
+		}
+		if i == start {
+			return false // empty, or a separator not followed by a run
+		}
+		if i == len(c) {
+			return true
+		}
+		switch c[i] {
+		case '.':
+			i++
+		case '_':
+			i++
+			if i < len(c) && c[i] == '_' {
+				i++
+			}
+		case '-':
+			for i < len(c) && c[i] == '-' {
+				i++
+			}
+		default:
+			return false
+		}
+	}
+}
 
 // NameRule says which names ValidName accepts, for error messages.
 const NameRule = "must be 5-50 characters, each a letter, digit or '-'"
@@ -118,7 +162,19 @@ func ValidHost(h string) bool {
 }
 
 // ValidTag reports whether tag follows the OCI tag grammar.
-func ValidTag(tag string) bool { return tagRE.MatchString(tag) }
+func ValidTag(tag string) bool {
+	if tag == "" || len(tag) > 128 || tag[0] == '.' || tag[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		switch c := tag[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '_', c == '.', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // DockerHub is the login server name of Docker Hub.
 const DockerHub = "docker.io"
@@ -295,6 +351,7 @@ type RuleSet struct {
 	wildcard []Rule          // sorted by target prefix length, longest first
 	bySource []Rule          // every rule, longest source prefix first
 	all      []Rule          // sorted by name
+	matched  *matchMemo      // Match's answers so far
 }
 
 // NewRuleSet validates rules (normalising each) and checks them pairwise for
@@ -322,7 +379,7 @@ func NewRuleSet(rules []Rule) (*RuleSet, error) {
 // buildRuleSet indexes rules that are already normalised and free of
 // conflicts.
 func buildRuleSet(rules []Rule) *RuleSet {
-	rs := &RuleSet{static: map[string]Rule{}, all: append([]Rule(nil), rules...)}
+	rs := &RuleSet{static: map[string]Rule{}, all: append([]Rule(nil), rules...), matched: &matchMemo{m: map[string]memoMatch{}}}
 	sort.Slice(rs.all, func(i, j int) bool { return rs.all[i].Name < rs.all[j].Name })
 	for _, r := range rs.all {
 		if r.Wildcard() {
@@ -384,6 +441,17 @@ func (rs *RuleSet) Check(candidate Rule, replacing string) error {
 // rule's source (docker.io/library/../private/x is not under
 // docker.io/library/).
 func (rs *RuleSet) Match(repo string) (Match, bool) {
+	if m, ok := rs.matched.get(repo); ok {
+		return m.m, m.ok
+	}
+	m, ok := rs.match(repo)
+	if ValidRepository(repo) {
+		rs.matched.put(repo, memoMatch{m, ok})
+	}
+	return m, ok
+}
+
+func (rs *RuleSet) match(repo string) (Match, bool) {
 	if !ValidRepository(repo) {
 		return Match{}, false
 	}
@@ -447,4 +515,37 @@ func (rs *RuleSet) MatchSource(source string) (Match, string, bool) {
 		}
 	}
 	return Match{}, "", false
+}
+
+// matchMemo remembers the answers of a RuleSet's Match: every request
+// matches its repository once or twice, and a set has few repositories.
+// A set is immutable, so its answers never change.
+type matchMemo struct {
+	mu sync.RWMutex
+	m  map[string]memoMatch
+}
+
+type memoMatch struct {
+	m  Match
+	ok bool
+}
+
+// maxMatchMemo bounds the memo; when full it starts over.
+const maxMatchMemo = 10_000
+
+func (mm *matchMemo) get(repo string) (memoMatch, bool) {
+	mm.mu.RLock()
+	v, ok := mm.m[repo]
+	mm.mu.RUnlock()
+	return v, ok
+}
+
+func (mm *matchMemo) put(repo string, v memoMatch) {
+	repo = strings.Clone(repo) // often a part of a request's URL
+	mm.mu.Lock()
+	if len(mm.m) >= maxMatchMemo {
+		clear(mm.m)
+	}
+	mm.m[repo] = v
+	mm.mu.Unlock()
 }

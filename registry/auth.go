@@ -55,6 +55,7 @@ func (s *server) ociRoutes(mux *http.ServeMux) {
 	}
 	mux.Handle("/v2/", oci)
 	mux.Handle("/v2", oci)
+	s.ociHandler = oci
 }
 
 // gate authorises every request of the distribution API before the

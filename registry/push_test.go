@@ -270,6 +270,8 @@ func TestManifestNegotiation(t *testing.T) {
 		{"no Accept: as stored", "/v2/lab/multi/manifests/v1", "", 200, idxDigest.String()},
 		{"index accepted", "/v2/lab/multi/manifests/v1", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json", 200, idxDigest.String()},
 		{"wildcard", "/v2/lab/multi/manifests/v1", "*/*", 200, idxDigest.String()},
+		{"parameters and capitals", "/v2/lab/multi/manifests/v1", "application/vnd.docker.distribution.manifest.v2+json;q=0.5, Application/VND.OCI.Image.Index.v1+json ; q=0.9", 200, idxDigest.String()},
+		{"parameters: only image manifests", "/v2/lab/multi/manifests/v1", "application/vnd.oci.image.manifest.v1+json; q=1", 200, amdDigest.String()},
 		{"only image manifests, by tag: linux/amd64", "/v2/lab/multi/manifests/v1", "application/vnd.oci.image.manifest.v1+json", 200, amdDigest.String()},
 		{"only Docker v2: said so", "/v2/lab/multi/manifests/v1", "application/vnd.docker.distribution.manifest.v2+json", 404, ""},
 		{"by digest: no substitute", "/v2/lab/multi/manifests/" + idxDigest.String(), "application/vnd.oci.image.manifest.v1+json", 404, ""},

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/regcache/regcache/cache"
@@ -93,6 +94,8 @@ type Config struct {
 
 type server struct {
 	Config
+	headers    headerCache  // hot.go
+	ociHandler http.Handler // the distribution API, as ociRoutes registered it
 }
 
 // New returns the HTTP handler of regcache.
@@ -116,12 +119,33 @@ func New(cfg Config) (http.Handler, error) {
 	s.debugRoutes(mux)
 	s.observabilityRoutes(mux)
 	s.lifecycleRoutes(mux)
-	return s.accessLog(mux), nil
+	return s.accessLog(s.dispatch(mux)), nil
+}
+
+// dispatch sends distribution API requests straight to their handler, as
+// the mux would, and everything else to the mux: the mux's pattern
+// matching costs more than the rest of a manifest hit. Paths the mux would
+// redirect to their clean form, and /v2/token, go to the mux.
+func (s *server) dispatch(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; (p == "/v2" || strings.HasPrefix(p, "/v2/")) && p != "/v2/token" && isCleanPath(p) {
+			s.ociHandler.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// isCleanPath reports whether p is its own path.Clean form (a trailing
+// slash aside), which the mux serves without redirecting.
+func isCleanPath(p string) bool {
+	return !strings.Contains(p, "//") && !strings.Contains(p, "/./") && !strings.Contains(p, "/../") &&
+		!strings.HasSuffix(p, "/.") && !strings.HasSuffix(p, "/..")
 }
 
 // oci serves the distribution API.
 func (s *server) oci(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Docker-Distribution-API-Version", "registry/2.0")
+	w.Header()["Docker-Distribution-Api-Version"] = apiVersionValue
 	if err := s.serveOCI(w, r); err != nil {
 		writeOCIError(w, r, s.Log, err)
 	}
@@ -148,7 +172,11 @@ func (s *server) serveOCI(w http.ResponseWriter, r *http.Request) error {
 		return fmt.Errorf("%w: %s %s", errUnsupported, r.Method, r.URL.Path)
 	}
 	requested := p.name
-	if p.name, err = s.Backend.Route(r.Context(), p.name, r.URL.Query().Get("ns")); err != nil {
+	var ns string
+	if r.URL.RawQuery != "" {
+		ns = r.URL.Query().Get("ns")
+	}
+	if p.name, err = s.Backend.Route(r.Context(), p.name, ns); err != nil {
 		return err
 	}
 	switch {
@@ -185,7 +213,9 @@ func (s *server) manifest(w http.ResponseWriter, r *http.Request, p ociPath) err
 		return err
 	}
 	defer c.Body.Close()
-	serve(w, r, c, c.MediaType)
+	if !s.serveHot(w, r, c) {
+		serve(w, r, c, c.MediaType)
+	}
 	return nil
 }
 

@@ -14,7 +14,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 )
 
@@ -30,13 +29,24 @@ var (
 	ErrInvalidDigest = errors.New("invalid digest")
 )
 
-var sha256Hex = regexp.MustCompile(`^[a-f0-9]{64}$`)
+// isSHA256Hex reports whether s is 64 lowercase hexadecimal digits.
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 // ParseDigest checks that s is a sha256 digest ("sha256:" and 64 lowercase
 // hex characters), the only algorithm the store accepts, and returns its hex part.
 func ParseDigest(s string) (string, error) {
 	const prefix = "sha256:"
-	if len(s) != len(prefix)+64 || s[:len(prefix)] != prefix || !sha256Hex.MatchString(s[len(prefix):]) {
+	if len(s) != len(prefix)+64 || s[:len(prefix)] != prefix || !isSHA256Hex(s[len(prefix):]) {
 		return "", fmt.Errorf("%w: %q (want sha256:<64 lowercase hex>)", ErrInvalidDigest, s)
 	}
 	return s[len(prefix):], nil
@@ -192,7 +202,7 @@ func walkDir(dir string, fn func(BlobInfo) error) error {
 		return fmt.Errorf("list blobs: %w", err)
 	}
 	for _, e := range entries {
-		if !sha256Hex.MatchString(e.Name()) {
+		if !isSHA256Hex(e.Name()) {
 			continue
 		}
 		fi, err := e.Info()

@@ -172,7 +172,7 @@ func (m *Meta) PutImage(ctx context.Context, repo string, img Image) error {
 			return err
 		}
 	}
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.updateRepo(repo, func(tx *bolt.Tx) error {
 		for _, l := range img.Links {
 			if err := putLink(tx, repo, l, nil); err != nil {
 				return err

@@ -321,7 +321,7 @@ func (c *Checker) judgeLink(ctx context.Context, key string, raw []byte, corrupt
 // judgement is made again inside the transaction, which serialises it
 // with the fills' links.
 func (c *Checker) remove(ctx context.Context, repo string, snap repoRecords, badLinks, badTags []Problem, corrupt map[string]string) error {
-	err := c.meta.db.Update(func(tx *bolt.Tx) error {
+	err := c.meta.updateRepo(repo, func(tx *bolt.Tx) error {
 		links, err := repoBucket(tx, repo, bucketLinks, false)
 		if err != nil {
 			return err

@@ -66,7 +66,7 @@ func (s *checkStore) link(t *testing.T, repo, tag string, l Link) {
 // rawPut writes a record as is, bypassing Link's checks (damage).
 func (s *checkStore) rawPut(t *testing.T, repo string, sub []byte, key string, value []byte) {
 	t.Helper()
-	err := s.meta.db.Update(func(tx *bolt.Tx) error {
+	err := s.meta.update(func(tx *bolt.Tx) error {
 		b, err := repoBucket(tx, repo, sub, true)
 		if err != nil {
 			return err

@@ -49,7 +49,8 @@ var ErrLocked = errors.New("locked")
 
 // Meta is regcache's metadata database (bbolt).
 type Meta struct {
-	db *bolt.DB
+	db    *bolt.DB
+	reads *readCache
 }
 
 // defaultLockTimeout is how long OpenMeta waits, by default, for another
@@ -105,7 +106,7 @@ func OpenMeta(path string, opts ...MetaOption) (*Meta, error) {
 		db.Close()
 		return nil, fmt.Errorf("initialise metadata %s: %w", path, err)
 	}
-	return &Meta{db: db}, nil
+	return &Meta{db: db, reads: newReadCache()}, nil
 }
 
 // Close closes the database.
@@ -135,7 +136,7 @@ func (m *Meta) Link(ctx context.Context, repo string, l Link, tag *Tag) error {
 	if _, err := ParseDigest(l.Digest); err != nil {
 		return err
 	}
-	err := m.update(func(tx *bolt.Tx) error { return putLink(tx, repo, l, tag) })
+	err := m.updateRepo(repo, func(tx *bolt.Tx) error { return putLink(tx, repo, l, tag) })
 	if err != nil {
 		return fmt.Errorf("link %s to %s: %w", l.Digest, repo, err)
 	}
@@ -183,16 +184,32 @@ func putLink(tx *bolt.Tx, repo string, l Link, tag *Tag) error {
 
 // Linked returns the link of digest in repo, or ErrNotFound.
 func (m *Meta) Linked(ctx context.Context, repo, digest string) (Link, error) {
+	k := readKey{repo: repo, key: digest, kind: kindLink}
+	e, now, ok := m.reads.get(k)
+	if ok {
+		return e.link, nil
+	}
 	var l Link
-	err := m.get(repo, bucketLinks, digest, &l)
-	return l, err
+	if err := m.get(repo, bucketLinks, digest, &l); err != nil {
+		return Link{}, err
+	}
+	m.reads.put(k, readEntry{link: l}, now)
+	return l, nil
 }
 
 // Tag returns the tag pointer repo:tag, or ErrNotFound.
 func (m *Meta) Tag(ctx context.Context, repo, tag string) (Tag, error) {
+	k := readKey{repo: repo, key: tag, kind: kindTag}
+	e, now, ok := m.reads.get(k)
+	if ok {
+		return e.tag, nil
+	}
 	var t Tag
-	err := m.get(repo, bucketTags, tag, &t)
-	return t, err
+	if err := m.get(repo, bucketTags, tag, &t); err != nil {
+		return Tag{}, err
+	}
+	m.reads.put(k, readEntry{tag: t}, now)
+	return t, nil
 }
 
 func (m *Meta) get(repo string, sub []byte, key string, v any) error {
@@ -241,7 +258,7 @@ func (m *Meta) HasRepo(ctx context.Context, repo string) (bool, error) {
 
 // PutRecord stores value under kind/key, replacing any earlier value.
 func (m *Meta) PutRecord(ctx context.Context, kind, key string, value []byte) error {
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.updateRecords(func(tx *bolt.Tx) error {
 		b, err := tx.Bucket(bucketRecords).CreateBucketIfNotExists([]byte(kind))
 		if err != nil {
 			return err
@@ -256,7 +273,7 @@ func (m *Meta) PutRecord(ctx context.Context, kind, key string, value []byte) er
 
 // DeleteRecord removes kind/key; it returns ErrNotFound when absent.
 func (m *Meta) DeleteRecord(ctx context.Context, kind, key string) error {
-	return m.update(func(tx *bolt.Tx) error {
+	return m.updateRecords(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords).Bucket([]byte(kind))
 		if b == nil || b.Get([]byte(key)) == nil {
 			return fmt.Errorf("%s %q: %w", kind, key, ErrNotFound)
@@ -287,7 +304,7 @@ func (m *Meta) Records(ctx context.Context, kind string) (map[string][]byte, err
 // TouchBlobs records when blobs were last served, in one transaction
 // (callers batch hits in memory and flush periodically).
 func (m *Meta) TouchBlobs(ctx context.Context, times map[string]time.Time) error {
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.updateRecords(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketAccess)
 		for d, t := range times {
 			v, err := t.UTC().MarshalText()
@@ -321,7 +338,22 @@ func (m *Meta) LastAccess(ctx context.Context, digest string) (time.Time, error)
 }
 
 // update runs fn in one read-write transaction; a filesystem with no room
-// for the database's pages is reported as ErrStorageFull.
+// for the database's pages is reported as ErrStorageFull. Once it ended,
+// every tag and link read before is stale (readCache).
 func (m *Meta) update(fn func(*bolt.Tx) error) error {
+	defer m.reads.changedAll()
+	return full(m.db.Update(fn), "metadata")
+}
+
+// updateRepo is update for a transaction that changes the tags and links
+// of repo only.
+func (m *Meta) updateRepo(repo string, fn func(*bolt.Tx) error) error {
+	defer m.reads.changedRepo(repo)
+	return full(m.db.Update(fn), "metadata")
+}
+
+// updateRecords is update for a transaction that changes no tag or link
+// (records, access times).
+func (m *Meta) updateRecords(fn func(*bolt.Tx) error) error {
 	return full(m.db.Update(fn), "metadata")
 }

@@ -44,7 +44,7 @@ func (m *Meta) PutManifest(ctx context.Context, repo string, l Link, tag *Tag, r
 			return err
 		}
 	}
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.updateRepo(repo, func(tx *bolt.Tx) error {
 		if err := putLink(tx, repo, l, tag); err != nil || ref == nil {
 			return err
 		}
@@ -62,7 +62,7 @@ func (m *Meta) SetReferrers(ctx context.Context, repo, subject string, ds []Desc
 	if _, err := ParseDigest(subject); err != nil {
 		return err
 	}
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.updateRepo(repo, func(tx *bolt.Tx) error {
 		if err := putReferrers(tx, repo, subject, ds, true); err != nil {
 			return err
 		}
@@ -149,7 +149,7 @@ func (m *Meta) Referrers(ctx context.Context, repo, subject string) ([]Descripto
 // when digest is not linked to repo as a manifest.
 func (m *Meta) DeleteManifest(ctx context.Context, repo, digest, subject string) ([]string, error) {
 	var removed []string
-	err := m.update(func(tx *bolt.Tx) error {
+	err := m.updateRepo(repo, func(tx *bolt.Tx) error {
 		links, _ := repoBucket(tx, repo, bucketLinks, false)
 		var l Link
 		if links == nil || json.Unmarshal(links.Get([]byte(digest)), &l) != nil || l.MediaType == "" {
@@ -185,7 +185,7 @@ func (m *Meta) DeleteManifest(ctx context.Context, repo, digest, subject string)
 
 // DeleteTag removes the tag; ErrNotFound when repo has no such tag.
 func (m *Meta) DeleteTag(ctx context.Context, repo, tag string) error {
-	return m.update(func(tx *bolt.Tx) error {
+	return m.updateRepo(repo, func(tx *bolt.Tx) error {
 		tags, _ := repoBucket(tx, repo, bucketTags, false)
 		if tags == nil || tags.Get([]byte(tag)) == nil {
 			return fmt.Errorf("tag %s:%s: %w", repo, tag, ErrNotFound)
@@ -197,7 +197,7 @@ func (m *Meta) DeleteTag(ctx context.Context, repo, tag string) error {
 // Unlink removes the link of blob digest from repo; ErrNotFound when
 // absent. The bytes stay until garbage collection finds no reference.
 func (m *Meta) Unlink(ctx context.Context, repo, digest string) error {
-	return m.update(func(tx *bolt.Tx) error {
+	return m.updateRepo(repo, func(tx *bolt.Tx) error {
 		links, _ := repoBucket(tx, repo, bucketLinks, false)
 		if links == nil || links.Get([]byte(digest)) == nil {
 			return fmt.Errorf("link %s@%s: %w", repo, digest, ErrNotFound)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/regcache/regcache/logsink"
 )
 
 // Exit statuses, as `regcache --help` documents them.
@@ -347,7 +349,11 @@ over the file). Config file:
 			if err != nil {
 				return err
 			}
-			return serve(cmd.Context(), cfg, newLogger(cfg, cmd.ErrOrStderr()))
+			// A request never waits for the log's output; what is pending is
+			// written before serve's error, if any, is printed.
+			out := logsink.New(cmd.ErrOrStderr())
+			defer out.Close()
+			return serve(cmd.Context(), cfg, newLogger(cfg, out))
 		},
 	}
 	serveFlags(cmd.Flags())

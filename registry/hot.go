@@ -1,0 +1,91 @@
+package registry
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/regcache/regcache/cache"
+)
+
+// The manifest hit path: the request clients send most (a HEAD or GET of a
+// manifest by tag for every pod start). It is answered without
+// http.ServeContent and with header values built once per manifest, when
+// the manifest is in memory and the request asks for nothing conditional
+// or partial (ServeContent handles those).
+
+// Header values that never change, shared and never modified: assigning
+// them allocates nothing.
+var (
+	apiVersionValue   = []string{"registry/2.0"}
+	cacheControlValue = []string{"max-age=31536000"}
+	acceptRangesValue = []string{"bytes"}
+)
+
+// manifestHeaders are the header values of one stored manifest.
+type manifestHeaders struct {
+	contentType, digest, etag, length []string
+}
+
+// headerCache holds manifestHeaders by digest and media type (a manifest
+// is served with the type it is stored with).
+type headerCache struct {
+	mu sync.RWMutex
+	m  map[headerKey]*manifestHeaders
+}
+
+type headerKey struct{ digest, mediaType string }
+
+// maxHeaderCache bounds the cache; when full it starts over.
+const maxHeaderCache = 10_000
+
+func (hc *headerCache) get(c cache.Content) *manifestHeaders {
+	k := headerKey{c.Digest, c.MediaType}
+	hc.mu.RLock()
+	h := hc.m[k]
+	hc.mu.RUnlock()
+	if h != nil { // a digest names its bytes, hence their length
+		return h
+	}
+	h = &manifestHeaders{contentType: []string{c.MediaType}, digest: []string{c.Digest},
+		etag: []string{`"` + c.Digest + `"`}, length: []string{strconv.FormatInt(c.Size, 10)}}
+	k = headerKey{strings.Clone(c.Digest), strings.Clone(c.MediaType)}
+	hc.mu.Lock()
+	if hc.m == nil || len(hc.m) >= maxHeaderCache {
+		hc.m = map[headerKey]*manifestHeaders{}
+	}
+	hc.m[k] = h
+	hc.mu.Unlock()
+	return h
+}
+
+// plainRead reports whether r is a GET or HEAD that asks for the whole
+// body unconditionally.
+func plainRead(r *http.Request) bool {
+	h := r.Header
+	return h["Range"] == nil && h["If-None-Match"] == nil && h["If-Match"] == nil &&
+		h["If-Modified-Since"] == nil && h["If-Unmodified-Since"] == nil && h["If-Range"] == nil
+}
+
+// serveHot writes a manifest held in memory with the headers
+// http.ServeContent would send; it reports false, having written nothing,
+// when the request needs ServeContent.
+func (s *server) serveHot(w http.ResponseWriter, r *http.Request, c cache.Content) bool {
+	if c.Bytes == nil || !plainRead(r) {
+		return false
+	}
+	mh := s.headers.get(c)
+	h := w.Header()
+	h["Content-Type"] = mh.contentType
+	h["Docker-Content-Digest"] = mh.digest
+	h["Etag"] = mh.etag
+	h["Cache-Control"] = cacheControlValue
+	h["Accept-Ranges"] = acceptRangesValue
+	h["Content-Length"] = mh.length
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		w.Write(c.Bytes)
+	}
+	return true
+}
