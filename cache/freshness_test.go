@@ -369,8 +369,8 @@ func TestOffline(t *testing.T) {
 	c.add(24 * time.Hour)
 	reader(t)(f.puller.Manifest(t.Context(), "hub/app", "v1"))
 	reader(t)(f.puller.Blob(t.Context(), "hub/app", ld.String()))
-	if tags, err := f.puller.Tags(t.Context(), "hub/app"); err != nil || len(tags) != 1 {
-		t.Fatalf("Tags offline = %v, %v; want the cached one", tags, err)
+	if pg, err := f.puller.Tags(t.Context(), "hub/app", "", -1); err != nil || len(pg.Tags) != 1 {
+		t.Fatalf("Tags offline = %v, %v; want the cached one", pg.Tags, err)
 	}
 	for what, err := range map[string]error{
 		"manifest": func() error { _, err := f.puller.Manifest(t.Context(), "hub/app", "v2"); return err }(),

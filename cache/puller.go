@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"regexp"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +45,7 @@ type MetaStore interface {
 	Linked(ctx context.Context, repo, digest string) (storage.Link, error)
 	Tag(ctx context.Context, repo, tag string) (storage.Tag, error)
 	Tags(ctx context.Context, repo string) ([]string, error)
+	TagPage(ctx context.Context, repo, after string, limit int) ([]string, error)
 	HasRepo(ctx context.Context, repo string) (bool, error)
 }
 
@@ -170,6 +170,7 @@ type Puller struct {
 
 	fresh freshness     // freshness.go
 	hot   *hotManifests // hot.go
+	lists tagLists      // taglist.go
 }
 
 // NewPuller wires a puller.
@@ -542,89 +543,6 @@ func (p *Puller) StatBlob(ctx context.Context, repo, digest string) (int64, erro
 		return 0, fmt.Errorf("%w: upstream %s/%s gave no size for %s", ErrUnavailable, up.host, up.path, digest)
 	}
 	return size, nil
-}
-
-// Tags lists the tags of repo: the upstream's (when a rule covers repo and
-// the upstream answers) merged with those cached here.
-func (p *Puller) Tags(ctx context.Context, repo string) ([]string, error) {
-	local, err := p.meta.Tags(ctx, repo)
-	if err != nil {
-		return nil, err
-	}
-	up, ruled := p.match(repo)
-	if !ruled {
-		if len(local) == 0 {
-			if err := p.unknown(ctx, repo, nil); err != nil {
-				return nil, err
-			}
-		}
-		return local, nil
-	}
-	if p.opts.Upstreams.Offline() {
-		return local, nil
-	}
-	remote, err := p.upstreamTags(ctx, up)
-	if err != nil {
-		if errors.Is(err, errNotFound) && len(local) == 0 {
-			p.answered(ctx, up.rule, SourceMiss, false)
-			return nil, fmt.Errorf("%w: %s (upstream %s/%s does not exist)", ErrNameUnknown, repo, up.host, up.path)
-		}
-		p.log.WarnContext(ctx, "listing cached tags only: upstream tag list failed", "repo", repo, "err", err)
-		p.answered(ctx, up.rule, SourceStale, false)
-		return local, nil
-	}
-	p.answered(ctx, up.rule, SourceMiss, false)
-	set := map[string]bool{}
-	for _, t := range append(local, remote...) {
-		set[t] = true
-	}
-	out := make([]string, 0, len(set))
-	for t := range set {
-		out = append(out, t)
-	}
-	sort.Strings(out)
-	return out, nil
-}
-
-// upstreamTags reads every page of the upstream tag list (up to 100 pages).
-func (p *Puller) upstreamTags(ctx context.Context, up upstreamRepo) ([]string, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.opts.ManifestTimeout)
-	defer cancel()
-	next := up.endpoint.String() + "/v2/" + up.path + "/tags/list"
-	var tags []string
-	for page := 0; next != "" && page < 100; page++ {
-		resp, err := p.clients.do(ctx, up, http.MethodGet, next, nil)
-		if err != nil {
-			return nil, err
-		}
-		var body struct {
-			Tags []string `json:"tags"`
-		}
-		err = decodeJSON(resp.Body, &body)
-		resp.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%w: tag list of %s/%s: %v", ErrUnavailable, up.host, up.path, err)
-		}
-		tags = append(tags, body.Tags...)
-		next = nextLink(up, resp.Header.Get("Link"))
-	}
-	return tags, nil
-}
-
-// nextLink resolves an RFC 5988 rel="next" Link header against the endpoint.
-func nextLink(up upstreamRepo, h string) string {
-	if h == "" || !strings.Contains(h, `rel="next"`) {
-		return ""
-	}
-	start, end := strings.IndexByte(h, '<'), strings.IndexByte(h, '>')
-	if start < 0 || end < start {
-		return ""
-	}
-	u, err := up.endpoint.Parse(h[start+1 : end])
-	if err != nil || u.Host != up.endpoint.Host {
-		return ""
-	}
-	return u.String()
 }
 
 // decodeJSON decodes at most 16 MiB of JSON from r.

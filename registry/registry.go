@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -32,7 +31,9 @@ type Backend interface {
 	Manifest(ctx context.Context, repo, ref string) (cache.Content, error)
 	Blob(ctx context.Context, repo, digest string) (cache.Content, error)
 	StatBlob(ctx context.Context, repo, digest string) (int64, error)
-	Tags(ctx context.Context, repo string) ([]string, error)
+	// Tags lists a page of repo's tags: those after after, at most n (all
+	// with n < 0).
+	Tags(ctx context.Context, repo, after string, n int) (cache.TagPage, error)
 	// Negotiate picks what to serve for a manifest request's Accept header.
 	Negotiate(ctx context.Context, repo, ref string, c cache.Content, accept []string) (cache.Content, error)
 	// Referrers lists the manifests whose subject is digest (unfiltered).
@@ -292,27 +293,17 @@ func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath, request
 			return fmt.Errorf("%w: n=%q must be a non-negative integer", errPageInvalid, v)
 		}
 	}
-	tags, err := s.Backend.Tags(r.Context(), p.name)
+	pg, err := s.Backend.Tags(r.Context(), p.name, q.Get("last"), n)
 	if err != nil {
 		return err
 	}
-	sort.Strings(tags)
-	if last := q.Get("last"); last != "" {
-		i := sort.SearchStrings(tags, last)
-		if i < len(tags) && tags[i] == last {
-			i++
+	tags := pg.Tags
+	if pg.More && n > 0 {
+		next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[n-1]}}
+		if ns := q.Get("ns"); ns != "" {
+			next.Set("ns", ns)
 		}
-		tags = tags[i:]
-	}
-	if n >= 0 && n < len(tags) {
-		tags = tags[:n]
-		if n > 0 {
-			next := url.Values{"n": {strconv.Itoa(n)}, "last": {tags[n-1]}}
-			if ns := q.Get("ns"); ns != "" {
-				next.Set("ns", ns)
-			}
-			w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, requested, next.Encode()))
-		}
+		w.Header().Set("Link", fmt.Sprintf(`</v2/%s/tags/list?%s>; rel="next"`, requested, next.Encode()))
 	}
 	if tags == nil {
 		tags = []string{}

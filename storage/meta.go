@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -51,6 +50,7 @@ var ErrLocked = errors.New("locked")
 type Meta struct {
 	db    *bolt.DB
 	reads *readCache
+	group groupCommit // groupcommit.go
 }
 
 // defaultLockTimeout is how long OpenMeta waits, by default, for another
@@ -136,7 +136,7 @@ func (m *Meta) Link(ctx context.Context, repo string, l Link, tag *Tag) error {
 	if _, err := ParseDigest(l.Digest); err != nil {
 		return err
 	}
-	err := m.updateRepo(repo, func(tx *bolt.Tx) error { return putLink(tx, repo, l, tag) })
+	err := m.updateGrouped(repo, func(tx *bolt.Tx) error { return putLink(tx, repo, l, tag) })
 	if err != nil {
 		return fmt.Errorf("link %s to %s: %w", l.Digest, repo, err)
 	}
@@ -231,18 +231,34 @@ func (m *Meta) get(repo string, sub []byte, key string, v any) error {
 
 // Tags lists the tags recorded for repo, sorted.
 func (m *Meta) Tags(ctx context.Context, repo string) ([]string, error) {
+	return m.TagPage(ctx, repo, "", -1)
+}
+
+// TagPage lists, in order, at most limit (every one when limit < 0) of
+// repo's tags that sort after after ("" for the first page). A page costs
+// its own length, not the repository's number of tags: the tags bucket is
+// kept in byte order, which is Go's string order, so the page starts with
+// a seek.
+func (m *Meta) TagPage(ctx context.Context, repo, after string, limit int) ([]string, error) {
 	var tags []string
 	err := m.db.View(func(tx *bolt.Tx) error {
 		b, err := repoBucket(tx, repo, bucketTags, false)
 		if err != nil || b == nil {
 			return err
 		}
-		return b.ForEach(func(k, _ []byte) error {
+		c := b.Cursor()
+		k, _ := c.First()
+		if after != "" {
+			k, _ = c.Seek([]byte(after))
+			if k != nil && string(k) == after {
+				k, _ = c.Next()
+			}
+		}
+		for ; k != nil && (limit < 0 || len(tags) < limit); k, _ = c.Next() {
 			tags = append(tags, string(k))
-			return nil
-		})
+		}
+		return nil
 	})
-	sort.Strings(tags)
 	return tags, err
 }
 

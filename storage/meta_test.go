@@ -553,3 +553,38 @@ func TestMetaLocked(t *testing.T) {
 	}
 	third.Close()
 }
+
+func TestMetaTagPage(t *testing.T) {
+	t.Parallel()
+	m := openTestMeta(t)
+	ctx := t.Context()
+	l := testLink("manifest")
+	// Inserted out of order; "v10" sorts before "v2" (byte order).
+	for _, name := range []string{"v2", "latest", "v10", "v1", "a"} {
+		if err := m.Link(ctx, "r", l, &Tag{Name: name, Digest: l.Digest}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		after string
+		limit int
+		want  []string
+	}{
+		{"", -1, []string{"a", "latest", "v1", "v10", "v2"}},
+		{"", 2, []string{"a", "latest"}},
+		{"latest", 2, []string{"v1", "v10"}},
+		{"b", 2, []string{"latest", "v1"}}, // after a name that is not a tag
+		{"v10", -1, []string{"v2"}},
+		{"v2", 5, nil},
+		{"z", 5, nil},
+		{"", 0, nil},
+	} {
+		got, err := m.TagPage(ctx, "r", tt.after, tt.limit)
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("TagPage(after %q, limit %d) = %q, %v; want %q", tt.after, tt.limit, got, err, tt.want)
+		}
+	}
+	if got, err := m.TagPage(ctx, "no/such", "", -1); err != nil || got != nil {
+		t.Errorf("TagPage of an unknown repository = %q, %v; want none", got, err)
+	}
+}
