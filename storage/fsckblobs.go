@@ -27,6 +27,9 @@ func InspectBlobs(dir string) (*Blobs, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("blob store %s: not a directory", dir)
 	}
+	if where, ok := objectStoreOf(dir); ok {
+		return nil, fmt.Errorf("blob store %s: its blobs are in an object store (%s), which only the running server reaches: check it with regcache fsck --server", dir, where)
+	}
 	return &Blobs{root: dir}, nil
 }
 

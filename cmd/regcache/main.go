@@ -353,7 +353,7 @@ over the file). Config file:
 			// written before serve's error, if any, is printed.
 			out := logsink.New(cmd.ErrOrStderr())
 			defer out.Close()
-			return serve(cmd.Context(), cfg, newLogger(cfg, out))
+			return serve(cmd.Context(), cfg, getenv, newLogger(cfg, out))
 		},
 	}
 	serveFlags(cmd.Flags())
