@@ -167,6 +167,7 @@ func StartRegcacheWith(t testing.TB, bin string, opts ServeOptions, args ...stri
 		r.DataDir = t.TempDir()
 		r.ownData = true
 	}
+	r.args, r.env = sharedStore(t, r.DataDir, r.args, r.env)
 	t.Cleanup(func() {
 		r.Stop()
 		if t.Failed() {

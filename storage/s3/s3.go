@@ -427,4 +427,3 @@ func (o *object) Redirect(ctx context.Context) (u string, ok bool, err error) {
 	}
 	return req.URL, true, nil
 }
-
