@@ -78,8 +78,8 @@ func TestCrashDuringColdPulls(t *testing.T) {
 		}
 	}
 	for i, d := range digests {
-		if _, err := os.Stat(filepath.Join(rc.DataDir, "blobs", "sha256", d[7:9], d[7:])); !os.IsNotExist(err) {
-			t.Errorf("blob %d of an interrupted fill is visible in the store: %v", i, err)
+		if _, ok := rc.StoredBlob(t, d); ok {
+			t.Errorf("blob %d of an interrupted fill is visible in the store", i)
 		}
 	}
 	stdout, stderr, code := peers.Run(t, bin, "fsck", "--data-dir", rc.DataDir, "-o", "json")

@@ -11,6 +11,6 @@ import (
 // the tests once they ran.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	peers.StopSharedS3()
+	peers.StopSharedS3(code != 0, os.Stderr)
 	os.Exit(code)
 }

@@ -1,11 +1,13 @@
 package peers
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,11 +98,16 @@ func SharedS3(t testing.TB) *S3 {
 }
 
 // StopSharedS3 stops the shared SeaweedFS, if one was started, and
-// removes its directory (a TestMain calls it after the tests ran).
-func StopSharedS3() {
-	if shared.s3 != nil {
-		shared.s3.proc.kill()
-		os.RemoveAll(shared.s3.dir)
+// removes its directory (a TestMain calls it after the tests ran). When
+// the tests failed, it writes the server's output to w.
+func StopSharedS3(failed bool, w io.Writer) {
+	if shared.s3 == nil {
+		return
+	}
+	shared.s3.proc.kill()
+	os.RemoveAll(shared.s3.dir)
+	if failed {
+		fmt.Fprintf(w, "shared SeaweedFS %s output:\n%s\n", shared.s3.Endpoint, shared.s3.out.String())
 	}
 }
 
@@ -256,23 +263,106 @@ func (s *S3) Env() []string {
 // regcache a test starts on the S3 store of the shared SeaweedFS.
 func storeFromEnv() string { return os.Getenv("REGCACHE_E2E_STORE") }
 
-// sharedStore adds the S3 store to a server's arguments and environment
-// when REGCACHE_E2E_STORE=s3 and the test did not choose a store: its
-// bucket is named after the data directory, so that a server started
+// sharedBucket is the bucket of the shared SeaweedFS that every server
+// started with REGCACHE_E2E_STORE=s3 keeps its blobs in, each under a
+// prefix of its own (a bucket per server would make SeaweedFS allocate
+// volumes for each).
+const sharedBucket = "regcache-e2e"
+
+// sharedStore puts r's blobs in the S3 store when REGCACHE_E2E_STORE=s3
+// and the test did not choose a store: in the shared SeaweedFS's bucket,
+// under a prefix named after the data directory, so that a server started
 // again on the same directory finds its blobs.
-func sharedStore(t testing.TB, dataDir string, args, env []string) ([]string, []string) {
-	if storeFromEnv() != "s3" || hasFlag(args, "--store") {
-		return args, env
+func (r *Regcache) sharedStore(t testing.TB) {
+	if storeFromEnv() != "s3" || hasFlag(r.args, "--store") {
+		return
 	}
 	s := SharedS3(t)
-	abs, err := filepath.Abs(dataDir)
+	abs, err := filepath.Abs(r.DataDir)
 	if err != nil {
-		abs = dataDir
+		abs = r.DataDir
 	}
 	sum := sha256.Sum256([]byte(abs))
-	bucket := "rc-" + hex.EncodeToString(sum[:12])
-	s.CreateBucket(t, bucket)
-	return append(s.StoreArgs(bucket, ""), args...), append(env, s.Env()...)
+	s.CreateBucket(t, sharedBucket)
+	r.s3, r.bucket, r.prefix = s, sharedBucket, "rc-"+hex.EncodeToString(sum[:12])
+	r.args = append(s.StoreArgs(r.bucket, r.prefix), r.args...)
+	r.env = append(r.env, s.Env()...)
+}
+
+// StoredBlob returns the size of the committed blob digest in the
+// server's store (a file under its data directory or, with
+// REGCACHE_E2E_STORE=s3, an object in its bucket), and whether it is
+// there.
+func (r *Regcache) StoredBlob(t testing.TB, digest string) (int64, bool) {
+	t.Helper()
+	if r.s3 != nil {
+		key := BlobKey(r.prefix, digest)
+		n, ok := r.s3.Objects(t, r.bucket, key)[key]
+		return n, ok
+	}
+	h := strings.TrimPrefix(digest, "sha256:")
+	fi, err := os.Stat(filepath.Join(r.DataDir, "blobs", "sha256", h[:2], h))
+	if err != nil {
+		return 0, false
+	}
+	return fi.Size(), true
+}
+
+// ReadStoredBlob returns the bytes of the committed blob digest as the
+// server's store holds them.
+func (r *Regcache) ReadStoredBlob(t testing.TB, digest string) []byte {
+	t.Helper()
+	if r.s3 != nil {
+		out, err := r.s3.Client.GetObject(t.Context(), &awss3.GetObjectInput{Bucket: &r.bucket, Key: aws.String(BlobKey(r.prefix, digest))})
+		if err != nil {
+			t.Fatalf("read blob %s: %v", digest, err)
+		}
+		defer out.Body.Close()
+		b, err := io.ReadAll(out.Body)
+		if err != nil {
+			t.Fatalf("read blob %s: %v", digest, err)
+		}
+		return b
+	}
+	h := strings.TrimPrefix(digest, "sha256:")
+	b, err := os.ReadFile(filepath.Join(r.DataDir, "blobs", "sha256", h[:2], h))
+	if err != nil {
+		t.Fatalf("read blob %s: %v", digest, err)
+	}
+	return b
+}
+
+// WriteStoredBlob replaces the bytes of the committed blob digest behind
+// the server's back (tests of damage).
+func (r *Regcache) WriteStoredBlob(t testing.TB, digest string, b []byte) {
+	t.Helper()
+	if r.s3 != nil {
+		_, err := r.s3.Client.PutObject(t.Context(), &awss3.PutObjectInput{Bucket: &r.bucket, Key: aws.String(BlobKey(r.prefix, digest)), Body: bytes.NewReader(b)})
+		if err != nil {
+			t.Fatalf("write blob %s: %v", digest, err)
+		}
+		return
+	}
+	h := strings.TrimPrefix(digest, "sha256:")
+	if err := os.WriteFile(filepath.Join(r.DataDir, "blobs", "sha256", h[:2], h), b, 0o644); err != nil {
+		t.Fatalf("write blob %s: %v", digest, err)
+	}
+}
+
+// StoredBlobs counts the committed blobs of the server's store.
+func (r *Regcache) StoredBlobs(t testing.TB) int {
+	t.Helper()
+	if r.s3 != nil {
+		return len(r.s3.Objects(t, r.bucket, r.prefix+"/blobs/sha256/"))
+	}
+	n := 0
+	filepath.WalkDir(filepath.Join(r.DataDir, "blobs", "sha256"), func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			n++
+		}
+		return nil
+	})
+	return n
 }
 
 // hasFlag reports whether args set flag (as "flag value" or "flag=value").

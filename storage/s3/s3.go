@@ -25,6 +25,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
@@ -47,6 +48,9 @@ const (
 	minPartSize = 5 << 20
 	// maxParts is S3's largest number of parts in one upload.
 	maxParts = 10000
+	// responseHeaderTimeout bounds the wait for the answer to a request
+	// once it was sent (a part's bytes included).
+	responseHeaderTimeout = 2 * time.Minute
 )
 
 // Config locates the bucket and says how to reach it.
@@ -73,7 +77,8 @@ type Config struct {
 	// DefaultRedirectExpiry).
 	Redirect       bool
 	RedirectExpiry time.Duration
-	// HTTPClient sends the requests (default: the SDK's).
+	// HTTPClient sends the requests (default: the SDK's, with a bound on
+	// the wait for each answer's headers).
 	HTTPClient *http.Client
 }
 
@@ -132,6 +137,12 @@ func New(cfg Config) (*Store, error) {
 	}
 	if cfg.HTTPClient != nil {
 		opts.HTTPClient = cfg.HTTPClient
+	} else {
+		// A server that stops answering must not hold a commit (or a
+		// reader) forever; transfers themselves have no deadline.
+		opts.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+			tr.ResponseHeaderTimeout = responseHeaderTimeout
+		})
 	}
 	client := awss3.New(opts)
 	prefix := strings.Trim(cfg.Prefix, "/")

@@ -371,3 +371,69 @@ func TestCheckNamesMissingBucket(t *testing.T) {
 		t.Errorf("check of a missing bucket: %v", err)
 	}
 }
+
+// fsck of a store in a bucket hashes every object; with repair a corrupt
+// one is copied to the quarantine and removed, so the next pull fetches it
+// again.
+func TestCheckObjects(t *testing.T) {
+	t.Parallel()
+	s, f := newTestStore(t, Config{})
+	dir := t.TempDir()
+	blobs, err := storage.OpenObjectBlobs(filepath.Join(dir, "blobs"), s, "test bucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := storage.OpenMeta(filepath.Join(dir, "meta.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer meta.Close()
+	good, goodDigest := randomBlob(t, 3000)
+	bad, badDigest := randomBlob(t, 2000)
+	for _, b := range []struct {
+		bytes  []byte
+		digest string
+	}{{good, goodDigest}, {bad, badDigest}} {
+		if err := put(t, blobs, b.bytes, b.digest); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := "blobs/sha256/" + badDigest[7:9] + "/" + badDigest[7:]
+	damaged := slices.Clone(bad)
+	damaged[10] ^= 1
+	f.mu.Lock()
+	f.objects[key] = damaged
+	f.mu.Unlock()
+
+	checker := storage.NewChecker(blobs, meta, filepath.Join(dir, "quarantine"))
+	r, err := checker.Check(t.Context(), storage.CheckOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Blobs != 2 || r.BlobBytes != 5000 || r.CorruptBlobs != 1 || r.Problems[0].Digest != badDigest || r.OK() {
+		t.Fatalf("check: %+v; want 2 blobs, %s corrupt", r, badDigest)
+	}
+	if _, ok := f.object(key); !ok {
+		t.Fatal("a check without repair removed the corrupt object")
+	}
+	r, err = checker.Check(t.Context(), storage.CheckOptions{Repair: true})
+	if err != nil || r.Repaired != 1 || !r.OK() {
+		t.Fatalf("repair: %+v, %v", r, err)
+	}
+	if _, ok := f.object(key); ok {
+		t.Error("the corrupt object is still in the bucket after the repair")
+	}
+	if _, ok := f.object("blobs/sha256/" + goodDigest[7:9] + "/" + goodDigest[7:]); !ok {
+		t.Error("the repair removed a good object")
+	}
+	moved, _ := filepath.Glob(filepath.Join(dir, "quarantine", "*", "sha256", badDigest[7:9], badDigest[7:]))
+	if len(moved) != 1 {
+		t.Fatalf("quarantined files: %v", moved)
+	}
+	if b, err := os.ReadFile(moved[0]); err != nil || !bytes.Equal(b, damaged) {
+		t.Errorf("the quarantined copy is not the object's bytes: %v", err)
+	}
+	if u, _ := blobs.WaitUsage(t.Context()); u != (storage.Usage{Bytes: 3000, Blobs: 1}) {
+		t.Errorf("usage after the repair: %+v", u)
+	}
+}
