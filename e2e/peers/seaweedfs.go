@@ -289,6 +289,10 @@ func (r *Regcache) sharedStore(t testing.TB) {
 	r.env = append(r.env, s.Env()...)
 }
 
+// InObjectStore reports whether the server keeps its blobs in a bucket
+// (REGCACHE_E2E_STORE=s3).
+func (r *Regcache) InObjectStore() bool { return r.s3 != nil }
+
 // StoredBlob returns the size of the committed blob digest in the
 // server's store (a file under its data directory or, with
 // REGCACHE_E2E_STORE=s3, an object in its bucket), and whether it is
