@@ -18,7 +18,7 @@ CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
 # The image's non-root user and group (distroless's "nonroot" id).
 IMAGE_UID := 65532
 
-.PHONY: all build run test fuzz lint fmt-check vet peers image bench bench-smoke bench-micro mutate clean
+.PHONY: all build run test test-s3 fuzz lint fmt-check vet peers image bench bench-smoke bench-micro mutate clean
 
 all: build
 
@@ -42,6 +42,14 @@ TEST_ARTIFACTS ?= $(CURDIR)/bin/test-artifacts
 test: peers lint
 	@mkdir -p $(TEST_ARTIFACTS)
 	$(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(TEST_ARTIFACTS) ./...
+
+# The e2e suite once more, with every regcache the tests start keeping its
+# blobs in an S3 bucket (REGCACHE_E2E_STORE=s3: a prefix each in one
+# SeaweedFS shared by the test binary; about 3 minutes). CI runs it after
+# `make test`.
+test-s3: peers
+	@mkdir -p $(TEST_ARTIFACTS)/s3
+	REGCACHE_E2E_STORE=s3 $(GO) test -race -count=1 -timeout 20m -artifacts -outputdir $(TEST_ARTIFACTS)/s3 ./e2e/
 
 # A bounded fuzz run (CI runs it after `make test`): every fuzz target of
 # the module (func FuzzXxx in a _test.go file) for FUZZTIME each, on top of

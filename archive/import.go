@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -27,7 +26,7 @@ type Store interface {
 	Create(ctx context.Context, digest string, size int64) (*storage.Writer, error)
 	CreateUnknown(ctx context.Context, size int64) (*storage.Writer, error)
 	Stat(ctx context.Context, digest string) (int64, error)
-	Open(ctx context.Context, digest string) (*os.File, int64, error)
+	Open(ctx context.Context, digest string) (io.ReadSeekCloser, int64, error)
 }
 
 // Meta records imported images (storage.Meta).
@@ -349,7 +348,7 @@ func (s *session) size(digest string) (int64, bool) {
 // readBlob reads a small blob (a manifest, a config) from the archive or
 // the store.
 func (s *session) readBlob(digest string) ([]byte, error) {
-	var f *os.File
+	var f io.ReadCloser
 	var err error
 	if st, ok := s.staged[digest]; ok {
 		f, err = st.Open()

@@ -28,7 +28,7 @@ func TestHotManifests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := file.Name()
+	path := file.(*os.File).Name()
 	file.Close()
 
 	// The file moves away: the hit is answered from memory.

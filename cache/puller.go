@@ -12,7 +12,6 @@ import (
 	"mime"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -34,7 +33,7 @@ const MaxManifestSize = 4 << 20
 
 // BlobStore is the content-addressed store the puller fills.
 type BlobStore interface {
-	Open(ctx context.Context, digest string) (*os.File, int64, error)
+	Open(ctx context.Context, digest string) (io.ReadSeekCloser, int64, error)
 	Stat(ctx context.Context, digest string) (int64, error)
 	Create(ctx context.Context, digest string, size int64) (*storage.Writer, error)
 }

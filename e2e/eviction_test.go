@@ -9,8 +9,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -77,10 +75,9 @@ func newEvictImage(t *testing.T, name string, base v1.Layer) evictImage {
 }
 
 // stored reports whether regcache's data directory holds the blob.
-func storedIn(rc *peers.Regcache, digest string) bool {
-	hexPart := strings.TrimPrefix(digest, "sha256:")
-	_, err := os.Stat(filepath.Join(rc.DataDir, "blobs", "sha256", hexPart[:2], hexPart))
-	return err == nil
+func storedIn(t *testing.T, rc *peers.Regcache, digest string) bool {
+	_, ok := rc.StoredBlob(t, digest)
+	return ok
 }
 
 // TestEvictionUnderLoad: a regcache with --max-size fills with cached
@@ -152,17 +149,17 @@ func TestEvictionUnderLoad(t *testing.T) {
 	for i, e := range imgs {
 		gone := i == 1 || i == 2
 		for _, d := range e.own {
-			if storedIn(rc, d) == gone {
+			if storedIn(t, rc, d) == gone {
 				t.Errorf("image %s (least recently used: %v): blob %s stored %v", e.name, gone, d, !gone)
 			}
 		}
 	}
 	bd, _ := base.Digest()
-	if !storedIn(rc, bd.String()) {
+	if !storedIn(t, rc, bd.String()) {
 		t.Error("the layer every image shares went")
 	}
 	for _, d := range localImg.own {
-		if !storedIn(rc, d) {
+		if !storedIn(t, rc, d) {
 			t.Errorf("the local repository lost %s", d)
 		}
 	}
@@ -235,7 +232,7 @@ func TestEvictionUnderLoad(t *testing.T) {
 			t.Fatalf("the local image after the load: %v", err)
 		}
 		for _, d := range localImg.own {
-			if !storedIn(rc, d) {
+			if !storedIn(t, rc, d) {
 				t.Errorf("the local repository lost %s", d)
 			}
 		}

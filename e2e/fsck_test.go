@@ -3,7 +3,6 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,15 +49,9 @@ func TestFsckOnLiveServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkStoreSound(t, bin, rc, 1)
-	storedPath := filepath.Join(rc.DataDir, "blobs", "sha256", storedDigest[7:9], storedDigest[7:])
-	damaged, err := os.ReadFile(storedPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	damaged := rc.ReadStoredBlob(t, storedDigest)
 	damaged[12345] ^= 0x01
-	if err := os.WriteFile(storedPath, damaged, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	rc.WriteStoredBlob(t, storedDigest, damaged)
 
 	filling, fillingDigest := pushRandomBlob(t, up, "library/filling", faultBlobSize)
 	f := proxy.set(fillingDigest, &blobFault{kind: faultPause, body: filling, hold: faultHoldBytes})

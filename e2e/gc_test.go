@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -148,8 +146,7 @@ func TestGCStress(t *testing.T) {
 		t.Fatal("no collection deleted anything")
 	}
 	for _, p := range deleted {
-		path := filepath.Join(rc.DataDir, "blobs", "sha256", p.unique[7:9], p.unique[7:])
-		if _, err := os.Stat(path); err == nil {
+		if _, ok := rc.StoredBlob(t, p.unique); ok {
 			t.Errorf("the unique layer %s of deleted %s is still stored", p.unique, p.ref)
 		}
 	}

@@ -97,12 +97,11 @@ func TestPullThrough(t *testing.T) {
 			layer := img.Layers[0]
 			// (A fill commits just after its clients got the verified bytes.)
 			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-				_, err := os.Stat(filepath.Join(rc.DataDir, "blobs", "sha256", layer[7:9], layer[7:]))
-				if err == nil {
+				if _, ok := rc.StoredBlob(t, layer); ok {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("layer not in the store: %v", err)
+					t.Fatalf("layer %s not in the store", layer)
 				}
 			}
 			checkOCIError(t, "GET", rc.URL()+"/v2/quay/library/app/blobs/"+layer, http.StatusNotFound, "BLOB_UNKNOWN")

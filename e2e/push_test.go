@@ -22,14 +22,7 @@ func startLocalRegcache(t *testing.T, bin string, u *peers.Upstream, args ...str
 // storedBlobs counts the blobs in regcache's store.
 func storedBlobs(t *testing.T, rc *peers.Regcache) int {
 	t.Helper()
-	n := 0
-	filepath.WalkDir(filepath.Join(rc.DataDir, "blobs", "sha256"), func(_ string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() {
-			n++
-		}
-		return nil
-	})
-	return n
+	return rc.StoredBlobs(t)
 }
 
 // waitStored waits (up to 30 s) until every digest is a committed blob of
@@ -39,8 +32,7 @@ func waitStored(t *testing.T, rc *peers.Regcache, digests []string) {
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		missing := ""
 		for _, d := range digests {
-			hexPart := strings.TrimPrefix(d, "sha256:")
-			if _, err := os.Stat(filepath.Join(rc.DataDir, "blobs", "sha256", hexPart[:2], hexPart)); err != nil {
+			if _, ok := rc.StoredBlob(t, d); !ok {
 				missing = d
 				break
 			}

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,7 +17,7 @@ import (
 type Blobs interface {
 	WaitUsage(ctx context.Context) (storage.Usage, error)
 	Walk(ctx context.Context, fn func(storage.BlobInfo) error) error
-	Open(ctx context.Context, digest string) (*os.File, int64, error)
+	Open(ctx context.Context, digest string) (io.ReadSeekCloser, int64, error)
 	Remove(ctx context.Context, digest string) error
 }
 

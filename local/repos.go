@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -45,7 +44,7 @@ type Rules interface {
 
 // Blobs is the content-addressed store (storage.Blobs).
 type Blobs interface {
-	Open(ctx context.Context, digest string) (*os.File, int64, error)
+	Open(ctx context.Context, digest string) (io.ReadSeekCloser, int64, error)
 	Stat(ctx context.Context, digest string) (int64, error)
 	Create(ctx context.Context, digest string, size int64) (*storage.Writer, error)
 	// Walk and Remove serve garbage collection.

@@ -225,7 +225,9 @@ func (s *server) manifest(w http.ResponseWriter, r *http.Request, p ociPath) err
 //
 // A HEAD (with or without Range) asks only for the size: it never starts a
 // download. A Range request is answered from verified bytes only: on a
-// blob still filling it waits for the digest to verify.
+// blob still filling it waits for the digest to verify. A GET of a blob
+// stored in an object store with redirects on answers 307 to a
+// short-lived presigned URL of the object.
 func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
 	if r.Method == http.MethodHead {
 		size, err := s.Backend.StatBlob(r.Context(), p.name, p.ref)
@@ -240,6 +242,20 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
 		return err
 	}
 	defer c.Body.Close()
+	if rd, ok := c.Body.(redirector); ok {
+		u, ok, err := rd.Redirect(r.Context())
+		if err != nil {
+			return err
+		}
+		if ok {
+			// The URL's query is a signature: it goes to the client only,
+			// never to the log.
+			w.Header().Set("Docker-Content-Digest", c.Digest)
+			w.Header().Set("Location", u)
+			w.WriteHeader(http.StatusTemporaryRedirect)
+			return nil
+		}
+	}
 	if r.Header.Get("Range") != "" {
 		if err := c.Verified(r.Context()); err != nil {
 			return err
@@ -247,6 +263,13 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
 	}
 	serve(w, r, c, "application/octet-stream")
 	return nil
+}
+
+// redirector is a stored blob's body that can name a URL the client
+// fetches the bytes from itself (a presigned URL of an object store);
+// ok is false when redirects are off.
+type redirector interface {
+	Redirect(ctx context.Context) (url string, ok bool, err error)
 }
 
 // sizeOnly is the body of a HEAD answer: http.ServeContent learns the size

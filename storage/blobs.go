@@ -1,6 +1,7 @@
 // Package storage owns regcache's bytes and metadata: a content-addressed
-// blob store on the filesystem and a bbolt database holding cache rules,
-// per-repository links and tag pointers.
+// blob store (on the filesystem, or with its committed blobs in an object
+// store) and a bbolt database holding cache rules, per-repository links
+// and tag pointers.
 package storage
 
 import (
@@ -14,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -58,15 +60,62 @@ func ParseDigest(s string) (string, error) {
 // <root>/tmp holds fills in progress. A blob becomes visible only by an
 // atomic rename after its size and digest have been verified, so a crash at
 // any moment leaves no partial blob under its digest.
+//
+// With an ObjectStore (OpenObjectBlobs), committed blobs live there
+// instead: fills, uploads and imports are still written and verified in
+// <root>/tmp and <root>/uploads, and only verified bytes are handed to the
+// object store, which makes them visible in one step (objects.go).
 type Blobs struct {
-	root  string
-	usage usage // bytes committed, once counted (usage.go)
+	root    string
+	usage   usage       // bytes committed, once counted (usage.go)
+	objects ObjectStore // nil: committed blobs are files under root
+	placing objectPlacing
 }
 
 // OpenBlobs opens (creating when needed) the blob store rooted at dir and
 // removes temporary files left behind by an earlier process.
+// It refuses a directory whose blobs are in an object store
+// (OpenObjectBlobs): served from the filesystem, their links would all
+// dangle.
 func OpenBlobs(dir string) (*Blobs, error) {
-	b := &Blobs{root: dir}
+	if where, ok := objectStoreOf(dir); ok {
+		return nil, fmt.Errorf("blob store %s: its blobs are in an object store (%s); open it with that store", dir, where)
+	}
+	return openBlobs(&Blobs{root: dir})
+}
+
+// OpenObjectBlobs opens a blob store whose committed blobs live in
+// objects; dir holds the temporary files of fills and the upload sessions,
+// as with OpenBlobs, and a note saying where the blobs are (where, e.g.
+// the bucket), which OpenBlobs and InspectBlobs heed.
+func OpenObjectBlobs(dir string, objects ObjectStore, where string) (*Blobs, error) {
+	if objects == nil {
+		return nil, errors.New("open blob store: no object store")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create blob directory: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, objectStoreNote), []byte(where+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("blob store %s: %w", dir, err)
+	}
+	return openBlobs(&Blobs{root: dir, objects: objects})
+}
+
+// objectStoreNote is the file of a blob directory whose blobs are in an
+// object store; it says which.
+const objectStoreNote = "object-store"
+
+// objectStoreOf reads the note of dir, if any.
+func objectStoreOf(dir string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(dir, objectStoreNote))
+	if err != nil {
+		return "", false
+	}
+	return strings.TrimSpace(string(b)), true
+}
+
+func openBlobs(b *Blobs) (*Blobs, error) {
+	dir := b.root
 	for _, d := range []string{b.tmpDir(), filepath.Join(dir, "sha256")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("create blob directory: %w", err)
@@ -94,9 +143,17 @@ func (b *Blobs) path(digest string) (string, error) {
 	return filepath.Join(b.root, "sha256", hexPart[:2], hexPart), nil
 }
 
-// Open opens the committed blob with the given digest. The caller closes the
-// file. It returns ErrNotFound when the store does not hold the blob.
-func (b *Blobs) Open(ctx context.Context, digest string) (*os.File, int64, error) {
+// Open opens the committed blob with the given digest. The caller closes
+// the body, which is an *os.File on the filesystem (so that net/http sends
+// it with sendfile). It returns ErrNotFound when the store does not hold
+// the blob.
+func (b *Blobs) Open(ctx context.Context, digest string) (io.ReadSeekCloser, int64, error) {
+	if b.objects != nil {
+		if _, err := ParseDigest(digest); err != nil {
+			return nil, 0, err
+		}
+		return b.objects.Open(ctx, digest)
+	}
 	p, err := b.path(digest)
 	if err != nil {
 		return nil, 0, err
@@ -121,6 +178,9 @@ func (b *Blobs) Stat(ctx context.Context, digest string) (int64, error) {
 	p, err := b.path(digest)
 	if err != nil {
 		return 0, err
+	}
+	if b.objects != nil {
+		return b.objects.Stat(ctx, digest)
 	}
 	fi, err := os.Stat(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -157,6 +217,9 @@ func (b *Blobs) Remove(ctx context.Context, digest string) error {
 	if err != nil {
 		return err
 	}
+	if b.objects != nil {
+		return b.removeObject(ctx, digest)
+	}
 	err = b.remove(p, digest)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blob %s: %w", digest, ErrNotFound)
@@ -178,6 +241,9 @@ type BlobInfo struct {
 // Walk calls fn for every committed blob, in no particular order, until
 // fn returns an error (which Walk returns).
 func (b *Blobs) Walk(ctx context.Context, fn func(BlobInfo) error) error {
+	if b.objects != nil {
+		return b.objects.List(ctx, "", fn)
+	}
 	top := filepath.Join(b.root, "sha256")
 	dirs, err := os.ReadDir(top)
 	if err != nil {

@@ -27,6 +27,9 @@ func InspectBlobs(dir string) (*Blobs, error) {
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("blob store %s: not a directory", dir)
 	}
+	if where, ok := objectStoreOf(dir); ok {
+		return nil, fmt.Errorf("blob store %s: its blobs are in an object store (%s), which only the running server reaches: check it with regcache fsck --server", dir, where)
+	}
 	return &Blobs{root: dir}, nil
 }
 
@@ -44,6 +47,9 @@ const progressEvery = 16 << 20
 // corrupt blobs and stray files to the quarantine. It returns the
 // digests found corrupt, and why.
 func (c *Checker) checkBlobs(ctx context.Context, r *CheckReport, opts CheckOptions, q *quarantine) (map[string]string, error) {
+	if c.blobs.objects != nil {
+		return c.checkObjectBlobs(ctx, r, opts, q)
+	}
 	prog := CheckProgress{Phase: "blobs"}
 	top := filepath.Join(c.blobs.root, "sha256")
 	// Totals first, for progress: one listing pass, no reads.

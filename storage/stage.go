@@ -134,6 +134,9 @@ func (s *Staged) Commit() error {
 // directory entry durable; on failure the bytes are removed.
 func (s *Staged) place() error {
 	s.done = true
+	if s.store.objects != nil {
+		return s.store.placeObject(s.temp, s.digest, s.size)
+	}
 	err := os.MkdirAll(filepath.Dir(s.final), 0o755)
 	if err == nil {
 		err = s.store.place(s.temp, s.final, s.digest, s.size)

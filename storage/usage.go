@@ -138,7 +138,7 @@ func (b *Blobs) CountUsage(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		done, err := b.countDir()
+		done, err := b.countDir(ctx)
 		if err != nil || done {
 			return err
 		}
@@ -147,17 +147,26 @@ func (b *Blobs) CountUsage(ctx context.Context) error {
 
 // countDir counts the next directory of the walk and reports whether the
 // walk is done.
-func (b *Blobs) countDir() (bool, error) {
+func (b *Blobs) countDir(ctx context.Context) (bool, error) {
+	if b.objects != nil {
+		b.placing.mu.Lock() // before u.mu, as placeObject takes them
+		defer b.placing.mu.Unlock()
+	}
 	u := &b.usage
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	dir := filepath.Join(b.root, "sha256", fmt.Sprintf("%02x", u.next))
 	var found Usage
-	err := walkDir(dir, func(bi BlobInfo) error {
-		found.Bytes += bi.Size
-		found.Blobs++
-		return nil
-	})
+	var err error
+	if b.objects != nil {
+		found, err = b.countObjects(ctx, u.next)
+	} else {
+		dir := filepath.Join(b.root, "sha256", fmt.Sprintf("%02x", u.next))
+		err = walkDir(dir, func(bi BlobInfo) error {
+			found.Bytes += bi.Size
+			found.Blobs++
+			return nil
+		})
+	}
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, err // the directory is counted again at the next try
 	}

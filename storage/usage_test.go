@@ -91,7 +91,7 @@ func TestUsageDuringTheWalk(t *testing.T) {
 	// Walk directories 00-7f, as CountUsage would before being interrupted.
 	b.usage.walking = true
 	for b.usage.next < 0x80 {
-		if _, err := b.countDir(); err != nil {
+		if _, err := b.countDir(t.Context()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -131,6 +131,8 @@ type Config struct {
 	// LifecycleConfig: offline, maxSize, evictLowWater, evictUnusedAfter
 	// and notFoundTTL (lifecycle.go).
 	LifecycleConfig `yaml:",inline"`
+	// StoreConfig: store and the s3 section (store.go).
+	StoreConfig `yaml:",inline"`
 }
 
 // limitsConfig is the limits: section: the HTTP server's limits, and the
@@ -183,6 +185,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.Int("max-conns-per-address", 0, fmt.Sprintf("cap on open connections from one IP address (env REGCACHE_MAX_CONNS_PER_ADDRESS; default %d; -1: none; raise it behind a load balancer)", registry.DefaultMaxConnsPerAddress))
 	authFlags(fs)
 	lifecycleFlags(fs)
+	storeFlags(fs)
 }
 
 // loadConfig builds the Config from defaults, the config file, the
@@ -304,6 +307,9 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	if err := cfg.LifecycleConfig.load(fs, getenv); err != nil {
 		return cfg, err
 	}
+	if err := cfg.StoreConfig.load(fs, getenv); err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validate()
 }
 
@@ -390,6 +396,12 @@ func (c Config) validate() error {
 	}
 	if err := c.LifecycleConfig.validate(); err != nil {
 		return err
+	}
+	if err := c.StoreConfig.validate(); err != nil {
+		return err
+	}
+	if _, pct, _ := parseMaxSize(c.MaxSize); pct > 0 && c.Store == "s3" {
+		return fmt.Errorf("maxSize %q: a percentage of the data directory's filesystem says nothing of a bucket's room; with store s3 give a size such as 500GiB", c.MaxSize)
 	}
 	return c.validateLocal()
 }

@@ -256,6 +256,17 @@ long. Local repositories are never evicted. With offline (--offline)
 regcache contacts no upstream: it serves cached and imported content and
 answers anything else at once saying it is offline.
 
+Blobs in S3-compatible storage: with store s3 (--store s3 --s3-endpoint URL
+--s3-bucket NAME, --s3-path-style for MinIO, Ceph RGW or SeaweedFS) blobs are
+objects under <s3.prefix>/blobs/sha256/<xx>/<hex> in an existing bucket;
+the credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or
+an AWS credentials file (--s3-credentials-file). Fills and pushes are still
+written and verified in the data directory and uploaded only once verified;
+metadata (links, tags, rules, credential sets, upload sessions) stays in the
+data directory's database. --s3-redirect answers blob GETs with a 307 to a
+presigned URL valid for s3.redirectExpiry, so that clients fetch the bytes
+from the bucket.
+
 Every setting can come from the YAML file given by --config, a REGCACHE_*
 environment variable, or a flag (flags win over the environment, which wins
 over the file). Config file:
@@ -283,6 +294,17 @@ over the file). Config file:
   evictUnusedAfter: 720h  # evict cached images nobody pulled for this long
   notFoundTTL: 1m         # an upstream's "no such manifest" is remembered this long
   offline: false          # true: contact no upstream, serve what is cached or imported
+  store: fs               # or s3: blobs in the bucket below (metadata stays in dataDir)
+  s3:                     # credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or credentialsFile
+    endpoint: http://minio.example.com:9000   # default: AWS S3
+    bucket: regcache
+    region: us-east-1
+    prefix: prod          # keys: prod/blobs/sha256/<xx>/<hex>
+    pathStyle: true       # MinIO, Ceph RGW, SeaweedFS
+    redirect: false       # true: blob GETs answer 307 to a presigned URL
+    redirectExpiry: 5m
+    partSize: 64MiB       # multipart uploads above this
+    credentialsFile: /run/secrets/s3-credentials   # [default] aws_access_key_id, aws_secret_access_key
   upstreams:
     docker.io: https://mirror.example.com
   allowedUpstreams:       # besides the well-known registries and upstreams
@@ -342,6 +364,7 @@ over the file). Config file:
   regcache serve --auth-htpasswd /etc/regcache/htpasswd
   regcache serve --max-size 80% --evict-unused-after 720h
   regcache serve --offline --data-dir /srv/lab-regcache
+  AWS_ACCESS_KEY_ID=... AWS_SECRET_ACCESS_KEY=... regcache serve --store s3 --s3-endpoint http://127.0.0.1:8333 --s3-bucket regcache --s3-path-style
   REGCACHE_CONFIG=/etc/regcache/config.yaml regcache serve`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -353,7 +376,7 @@ over the file). Config file:
 			// written before serve's error, if any, is printed.
 			out := logsink.New(cmd.ErrOrStderr())
 			defer out.Close()
-			return serve(cmd.Context(), cfg, newLogger(cfg, out))
+			return serve(cmd.Context(), cfg, getenv, newLogger(cfg, out))
 		},
 	}
 	serveFlags(cmd.Flags())

@@ -25,7 +25,7 @@ import (
 // validated and the listener is bound before anything is written, so a
 // mistyped address or a taken port leaves nothing behind; the admin token
 // and the blob store are created only once the rules have loaded.
-func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
+func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slog.Logger) error {
 	authFiles, err := readClientAuth(cfg, log) // a bad htpasswd file stops the start before anything is created
 	if err != nil {
 		return err
@@ -83,7 +83,7 @@ func serve(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	blobs, err := storage.OpenBlobs(filepath.Join(cfg.DataDir, "blobs"))
+	blobs, err := openBlobs(ctx, cfg, getenv, log)
 	if err != nil {
 		return err
 	}

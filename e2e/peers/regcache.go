@@ -124,6 +124,10 @@ type Regcache struct {
 	proc    *process // nil while stopped
 	raceOff int      // output already checked for race reports
 	rootCAs *x509.CertPool
+	// s3, bucket and prefix hold the server's blobs with
+	// REGCACHE_E2E_STORE=s3.
+	s3             *S3
+	bucket, prefix string
 }
 
 // StartRegcache runs `bin serve --listen 127.0.0.1:<free port> --data-dir
@@ -167,6 +171,7 @@ func StartRegcacheWith(t testing.TB, bin string, opts ServeOptions, args ...stri
 		r.DataDir = t.TempDir()
 		r.ownData = true
 	}
+	r.sharedStore(t)
 	t.Cleanup(func() {
 		r.Stop()
 		if t.Failed() {
