@@ -222,6 +222,13 @@ func (r *Regcache) start(port int) error {
 			return code == http.StatusOK || code == http.StatusUnauthorized
 		}, p, readyTimeout)
 		if err == nil {
+			// The start-up lines go through regcache's asynchronous log
+			// writer: ready may come before they are out. Tests read them.
+			err = waitOutput(r.out, off, "regcache serving", readyTimeout)
+			if err != nil {
+				p.kill()
+				return fmt.Errorf("%s %s: %w", r.bin, strings.Join(args, " "), err)
+			}
 			r.Addr, r.proc = addr, p
 			return nil
 		}
@@ -374,4 +381,17 @@ func RunWith(t testing.TB, opts RunOptions, bin string, args ...string) (stdout,
 		t.Fatalf("%s %s: %v\nstdout:\n%s\nstderr:\n%s", bin, strings.Join(args, " "), err, stdout, stderr)
 		return "", "", -1
 	}
+}
+
+// waitOutput waits until what out received since off contains want (a
+// line a server always logs at the info level), at most timeout.
+func waitOutput(out *syncBuffer, off int, want string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(out.since(off), want) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("ready, but its output has no %q after %v (started with a log level above info?)", want, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return nil
 }
