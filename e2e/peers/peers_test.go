@@ -80,7 +80,7 @@ func fakeRegcache(args []string) int {
 		<-ctx.Done()
 		srv.Close()
 	}()
-	fmt.Fprintf(os.Stderr, "fake regcache listening on %s, args %q\n", listen, args)
+	fmt.Fprintf(os.Stderr, "fake regcache: msg=\"regcache serving\" addr=%s args=%q\n", listen, args)
 	for _, kv := range os.Environ() {
 		if strings.HasPrefix(kv, "PEERS_TEST_") || strings.HasPrefix(kv, "REGCACHE_") {
 			fmt.Fprintf(os.Stderr, "env %s\n", kv)
