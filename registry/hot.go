@@ -71,7 +71,7 @@ func plainRead(r *http.Request) bool {
 // serveHot writes a manifest held in memory with the headers
 // http.ServeContent would send; it reports false, having written nothing,
 // when the request needs ServeContent.
-func (s *server) serveHot(w http.ResponseWriter, r *http.Request, c cache.Content) bool {
+func (s *server) serveHot(w http.ResponseWriter, r *http.Request, c cache.Content, immutable bool) bool {
 	if c.Bytes == nil || !plainRead(r) {
 		return false
 	}
@@ -80,7 +80,9 @@ func (s *server) serveHot(w http.ResponseWriter, r *http.Request, c cache.Conten
 	h["Content-Type"] = mh.contentType
 	h["Docker-Content-Digest"] = mh.digest
 	h["Etag"] = mh.etag
-	h["Cache-Control"] = cacheControlValue
+	if immutable {
+		h["Cache-Control"] = cacheControlValue
+	}
 	h["Accept-Ranges"] = acceptRangesValue
 	h["Content-Length"] = mh.length
 	w.WriteHeader(http.StatusOK)

@@ -38,9 +38,22 @@ func TestManifestHitPath(t *testing.T) {
 		t.Fatalf("hit: %d, %d bytes; through ServeContent: %d, %d bytes; want 200 and the %d bytes of the manifest",
 			hot.StatusCode, len(body), slow.StatusCode, len(slowBody), len(raw))
 	}
-	for _, h := range []string{"Content-Type", "Docker-Content-Digest", "Etag", "Cache-Control", "Accept-Ranges", "Content-Length", "X-Cache", "Docker-Distribution-Api-Version"} {
+	for _, h := range []string{"Content-Type", "Docker-Content-Digest", "Etag", "Accept-Ranges", "Content-Length", "X-Cache", "Docker-Distribution-Api-Version"} {
 		if got, want := hot.Header.Values(h), slow.Header.Values(h); len(got) != 1 || len(want) != 1 || got[0] != want[0] {
 			t.Errorf("%s: %q on the hit path, %q through ServeContent", h, got, want)
+		}
+	}
+	// By tag, neither path lets an HTTP cache keep the answer; by digest,
+	// both say it may be kept for a year.
+	if got, want := hot.Header.Values("Cache-Control"), slow.Header.Values("Cache-Control"); len(got) != 0 || len(want) != 0 {
+		t.Errorf("Cache-Control by tag: %q on the hit path, %q through ServeContent; want none", got, want)
+	}
+	byDigest := s.url + "/v2/hub/app/manifests/" + digest
+	hotD, _ := do(t, http.MethodGet, byDigest, nil, nil)
+	slowD, _ := do(t, http.MethodGet, byDigest, map[string]string{"If-None-Match": `"sha256:other"`}, nil)
+	for what, resp := range map[string]*http.Response{"hit path": hotD, "ServeContent": slowD} {
+		if got := resp.Header.Values("Cache-Control"); len(got) != 1 || got[0] != "max-age=31536000" {
+			t.Errorf("Cache-Control by digest through the %s: %q, want max-age=31536000", what, got)
 		}
 	}
 	if hot.Header.Get("Docker-Content-Digest") != digest || hot.Header.Get("Content-Length") != strconv.Itoa(len(raw)) || hot.Header.Get("X-Cache") != "HIT" {

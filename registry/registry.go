@@ -214,8 +214,11 @@ func (s *server) manifest(w http.ResponseWriter, r *http.Request, p ociPath) err
 		return err
 	}
 	defer c.Body.Close()
-	if !s.serveHot(w, r, c) {
-		serve(w, r, c, c.MediaType)
+	// A digest names bytes that never change; a tag may move, so its
+	// answer must not be kept by HTTP caches in between.
+	immutable := strings.HasPrefix(p.ref, "sha256:")
+	if !s.serveHot(w, r, c, immutable) {
+		serve(w, r, c, c.MediaType, immutable)
 	}
 	return nil
 }
@@ -234,7 +237,7 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
 		if err != nil {
 			return err
 		}
-		serve(w, r, cache.Content{Body: &sizeOnly{size: size}, Size: size, Digest: p.ref}, "application/octet-stream")
+		serve(w, r, cache.Content{Body: &sizeOnly{size: size}, Size: size, Digest: p.ref}, "application/octet-stream", true)
 		return nil
 	}
 	c, err := s.Backend.Blob(r.Context(), p.name, p.ref)
@@ -261,7 +264,7 @@ func (s *server) blob(w http.ResponseWriter, r *http.Request, p ociPath) error {
 			return err
 		}
 	}
-	serve(w, r, c, "application/octet-stream")
+	serve(w, r, c, "application/octet-stream", true)
 	return nil
 }
 
@@ -295,13 +298,18 @@ func (b *sizeOnly) Seek(offset int64, whence int) (int64, error) {
 
 // serve writes content with http.ServeContent, which handles HEAD, Range
 // (206, Content-Range) and If-None-Match; on a stored blob the body is the
-// *os.File, so the kernel's sendfile path is used on plain TCP.
-func serve(w http.ResponseWriter, r *http.Request, c cache.Content, contentType string) {
+// *os.File, so the kernel's sendfile path is used on plain TCP. Content
+// asked for by digest (immutable) may be kept by HTTP caches for a year;
+// a manifest asked for by tag carries no Cache-Control (its ETag lets a
+// cache revalidate it).
+func serve(w http.ResponseWriter, r *http.Request, c cache.Content, contentType string, immutable bool) {
 	h := w.Header()
 	h.Set("Content-Type", contentType)
 	h.Set("Docker-Content-Digest", c.Digest)
 	h.Set("ETag", `"`+c.Digest+`"`)
-	h.Set("Cache-Control", "max-age=31536000")
+	if immutable {
+		h["Cache-Control"] = cacheControlValue
+	}
 	http.ServeContent(w, r, "", time.Time{}, c.Body)
 }
 
