@@ -41,13 +41,70 @@ type ObjectStore interface {
 const objectPlaceTimeout = time.Hour
 
 // objectPlacing orders the changes of an object store with the count of
-// its usage (usage.go): uploads and removals hold mu for reading, the
-// count of one <first two hex> prefix holds it for writing, so that no
-// change is half done while a prefix is listed. Concurrent commits of one
-// digest share one upload, and so count once.
+// its usage (usage.go), one <first two hex> prefix at a time: while a
+// prefix is listed for the count, no upload or removal in it runs, and the
+// listing starts only once those in flight were accounted. So a change is
+// either seen by the listing or accounted after it, never both nor
+// neither. Only the prefix being listed waits, and no lock is held across
+// a request to the object store. Concurrent commits of one digest share
+// one upload, and so count once.
 type objectPlacing struct {
-	mu      sync.RWMutex
 	flights singleflight.Group
+
+	mu       sync.Mutex
+	changed  *sync.Cond    // on mu: a change ended, or a listing did
+	inFlight [dirCount]int // changes running, by prefix
+	listing  int           // the prefix being listed; -1 for none
+	once     sync.Once     // makes changed and listing
+}
+
+func (p *objectPlacing) init() {
+	p.once.Do(func() {
+		p.changed = sync.NewCond(&p.mu)
+		p.listing = -1
+	})
+}
+
+// begin waits until digest's prefix is not being listed and marks a
+// change in it as running; end marks it done (after it was accounted).
+func (p *objectPlacing) begin(digest string) {
+	p.init()
+	d := dirIndex(digest)
+	p.mu.Lock()
+	for p.listing == d {
+		p.changed.Wait()
+	}
+	p.inFlight[d]++
+	p.mu.Unlock()
+}
+
+func (p *objectPlacing) end(digest string) {
+	d := dirIndex(digest)
+	p.mu.Lock()
+	p.inFlight[d]--
+	p.changed.Broadcast()
+	p.mu.Unlock()
+}
+
+// listDir waits until no change in prefix dir runs, keeps new ones out
+// until done is called, and returns done.
+func (p *objectPlacing) listDir(dir int) (done func()) {
+	p.init()
+	p.mu.Lock()
+	for p.listing != -1 {
+		p.changed.Wait()
+	}
+	p.listing = dir
+	for p.inFlight[dir] > 0 {
+		p.changed.Wait()
+	}
+	p.mu.Unlock()
+	return func() {
+		p.mu.Lock()
+		p.listing = -1
+		p.changed.Broadcast()
+		p.mu.Unlock()
+	}
 }
 
 // placeObject hands the verified temporary file temp to the object store
@@ -59,8 +116,8 @@ func (b *Blobs) placeObject(temp, digest string, size int64) error {
 	_, err, _ := b.placing.flights.Do(digest, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), objectPlaceTimeout)
 		defer cancel()
-		b.placing.mu.RLock()
-		defer b.placing.mu.RUnlock()
+		b.placing.begin(digest)
+		defer b.placing.end(digest)
 		n, err := b.objects.Stat(ctx, digest)
 		existed := err == nil
 		switch {
@@ -90,8 +147,8 @@ func (b *Blobs) placeObject(temp, digest string, size int64) error {
 
 // removeObject deletes digest from the object store and counts it out.
 func (b *Blobs) removeObject(ctx context.Context, digest string) error {
-	b.placing.mu.RLock()
-	defer b.placing.mu.RUnlock()
+	b.placing.begin(digest)
+	defer b.placing.end(digest)
 	size, err := b.objects.Stat(ctx, digest)
 	if err != nil {
 		return fmt.Errorf("remove blob %s: %w", digest, err)
@@ -106,7 +163,7 @@ func (b *Blobs) removeObject(ctx context.Context, digest string) error {
 }
 
 // countObjects counts the objects of one <first two hex> prefix; the
-// caller holds b.placing.mu, so that no upload or removal is in progress.
+// caller keeps the prefix's changes out (placing.listDir).
 func (b *Blobs) countObjects(ctx context.Context, dir int) (Usage, error) {
 	var found Usage
 	err := b.objects.List(ctx, fmt.Sprintf("%02x", dir), func(bi BlobInfo) error {

@@ -148,25 +148,38 @@ func (b *Blobs) CountUsage(ctx context.Context) error {
 // countDir counts the next directory of the walk and reports whether the
 // walk is done.
 func (b *Blobs) countDir(ctx context.Context) (bool, error) {
-	if b.objects != nil {
-		b.placing.mu.Lock() // before u.mu, as placeObject takes them
-		defer b.placing.mu.Unlock()
-	}
 	u := &b.usage
+	if b.objects != nil {
+		// The listing is a request to the object store: it runs without
+		// u.mu (only this walk moves u.next), while placing keeps the
+		// prefix's uploads and removals out until the count moved past
+		// it. A change accounted before was in a prefix not counted yet,
+		// so it counted nothing; one accounted after is counted by it.
+		u.mu.Lock()
+		next := u.next
+		u.mu.Unlock()
+		done := b.placing.listDir(next)
+		defer done()
+		found, err := b.countObjects(ctx, next)
+		u.mu.Lock()
+		defer u.mu.Unlock()
+		return u.addDir(found, err)
+	}
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	var found Usage
-	var err error
-	if b.objects != nil {
-		found, err = b.countObjects(ctx, u.next)
-	} else {
-		dir := filepath.Join(b.root, "sha256", fmt.Sprintf("%02x", u.next))
-		err = walkDir(dir, func(bi BlobInfo) error {
-			found.Bytes += bi.Size
-			found.Blobs++
-			return nil
-		})
-	}
+	dir := filepath.Join(b.root, "sha256", fmt.Sprintf("%02x", u.next))
+	err := walkDir(dir, func(bi BlobInfo) error {
+		found.Bytes += bi.Size
+		found.Blobs++
+		return nil
+	})
+	return u.addDir(found, err)
+}
+
+// addDir adds the count of directory u.next and moves on; the caller
+// holds u.mu.
+func (u *usage) addDir(found Usage, err error) (bool, error) {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return false, err // the directory is counted again at the next try
 	}
