@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -64,7 +65,9 @@ type Store struct {
 	current   atomic.Pointer[RuleSet]
 	records   Records
 	creds     Credentials
-	upstreams *Endpoints               // nil: any upstream
+	upstreams *Endpoints // nil: any upstream
+	config    []Rule     // the config file's rules, first in every snapshot
+	log       *slog.Logger
 	local     atomic.Pointer[[]string] // local namespaces (localns.go)
 }
 
@@ -101,7 +104,44 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 			return nil, fmt.Errorf("config file: rule %q: %w", r.Name, err)
 		}
 	}
-	stored, err := records.Records(ctx, recordKind)
+	s.config, s.log = rs.Rules(), log
+	rules, err := s.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.current.Store(buildRuleSet(rules))
+	return s, nil
+}
+
+// Reload reads the persisted rules again and publishes them on top of the
+// config rules: another replica sharing the metadata store created,
+// changed or deleted some. Persisted rules are applied in name order and a
+// rule that conflicts with one applied before it is skipped (and logged),
+// so every replica reading the same records ends with the same rules.
+func (s *Store) Reload(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reloadLocked(ctx)
+}
+
+func (s *Store) reloadLocked(ctx context.Context) error {
+	rules, err := s.load(ctx)
+	if err != nil {
+		return err
+	}
+	// An unchanged set keeps its snapshot (and the snapshot's memo of
+	// matches): most reloads find nothing new.
+	next := buildRuleSet(rules)
+	if cur := s.current.Load(); cur == nil || !slices.Equal(next.all, cur.all) {
+		s.current.Store(next)
+	}
+	return nil
+}
+
+// load returns the config rules followed by the persisted ones that are
+// valid and conflict with none before them.
+func (s *Store) load(ctx context.Context) ([]Rule, error) {
+	stored, err := s.records.Records(ctx, recordKind)
 	if err != nil {
 		return nil, fmt.Errorf("load cache rules: %w", err)
 	}
@@ -110,7 +150,7 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	rules := rs.Rules()
+	rules := append([]Rule(nil), s.config...)
 	for _, name := range names {
 		var r Rule
 		err := json.Unmarshal(stored[name], &r)
@@ -130,13 +170,12 @@ func NewStore(ctx context.Context, records Records, creds Credentials, config []
 			err = fmt.Errorf("%w: %d rules are loaded already", ErrTooManyRules, MaxRules)
 		}
 		if err != nil {
-			log.Error("stored cache rule ignored", "rule", name, "err", err)
+			s.log.Error("stored cache rule ignored", "rule", name, "err", err)
 			continue
 		}
 		rules = append(rules, r)
 	}
-	s.current.Store(buildRuleSet(rules))
-	return s, nil
+	return rules, nil
 }
 
 // Endpoint is the URL regcache reaches the upstream of rule r at: the
@@ -170,6 +209,11 @@ func (s *Store) Get(name string) (Rule, error) {
 func (s *Store) Create(ctx context.Context, r Rule) (Rule, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Start from what the store holds now: another replica may have
+	// changed the rules since the last reload.
+	if err := s.reloadLocked(ctx); err != nil {
+		return Rule{}, err
+	}
 	r.Origin = OriginAPI
 	n, err := s.validate(ctx, r)
 	if err != nil {
@@ -198,6 +242,11 @@ type RuleChange struct {
 func (s *Store) Update(ctx context.Context, name string, ch RuleChange) (Rule, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Start from what the store holds now: another replica may have
+	// changed the rules since the last reload.
+	if err := s.reloadLocked(ctx); err != nil {
+		return Rule{}, err
+	}
 	old, err := s.Get(name)
 	if err != nil {
 		return Rule{}, err
@@ -229,6 +278,11 @@ func (s *Store) Update(ctx context.Context, name string, ch RuleChange) (Rule, e
 func (s *Store) Delete(ctx context.Context, name string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Start from what the store holds now: another replica may have
+	// changed the rules since the last reload.
+	if err := s.reloadLocked(ctx); err != nil {
+		return err
+	}
 	old, err := s.Get(name)
 	if err != nil {
 		return err

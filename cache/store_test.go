@@ -761,3 +761,75 @@ func TestStoreCredentialSetHost(t *testing.T) {
 		t.Fatalf("a docker.io set on an index.docker.io source: %v", err)
 	}
 }
+
+// Two stores on one record store are two replicas sharing the metadata:
+// a change made through one is in force on the other after its Reload, a
+// change is made on top of what the store holds now (not of the last
+// reload), and rules that conflict because two replicas created them at
+// once resolve the same way on both.
+func TestStoreReloadSeesAnotherReplica(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	records := newRuleRecords()
+	one := newTestStore(t, records, Anonymous{}, cfgUbuntu)
+	two := newTestStore(t, records, Anonymous{}, cfgUbuntu)
+
+	if _, err := one.Create(ctx, hubRuleAPI); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := two.Snapshot().Match("hub/nginx"); ok {
+		t.Fatal("the second store matched a rule before reloading: the test proves nothing")
+	}
+	if err := two.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m, ok := two.Snapshot().Match("hub/nginx"); !ok || m.Rule.Name != hubRuleAPI.Name {
+		t.Fatalf("after Reload, Match(hub/nginx) = %+v, %v; want rule %q", m, ok, hubRuleAPI.Name)
+	}
+	snap := two.Snapshot()
+	if err := two.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if two.Snapshot() != snap {
+		t.Error("a Reload that found nothing new published a new snapshot")
+	}
+
+	// A rule created on two for the same target as one's new rule is
+	// refused although two has not reloaded since one made it.
+	if _, err := one.Create(ctx, ghRuleAPI); err != nil {
+		t.Fatal(err)
+	}
+	clash := Rule{Name: "aaa-clash", Source: ghRuleAPI.Source, Target: ghRuleAPI.Target}
+	if _, err := two.Create(ctx, clash); err == nil {
+		t.Fatalf("Create of %+v on the second store succeeded over the first store's %q", clash, ghRuleAPI.Name)
+	}
+
+	// Deleted through two: gone from one after its Reload.
+	if err := two.Delete(ctx, hubRuleAPI.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := one.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := one.Snapshot().Match("hub/nginx"); ok {
+		t.Error("the first store still matches a rule the second deleted, after Reload")
+	}
+
+	// Created at the same moment on both (the record store holds both):
+	// both stores keep the same one, the first by name.
+	raw, err := json.Marshal(clash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := records.PutRecord(ctx, recordKind, clash.Name, raw); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range []*Store{one, two} {
+		if err := s.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := ruleNames(s.List()); !slices.Contains(got, clash.Name) || slices.Contains(got, ghRuleAPI.Name) {
+			t.Errorf("store %d after both rules were stored: %q; want %q kept and %q skipped", i+1, got, clash.Name, ghRuleAPI.Name)
+		}
+	}
+}
