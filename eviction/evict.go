@@ -68,7 +68,20 @@ type Options struct {
 	AgeInterval time.Duration
 	// Now returns the current time (tests).
 	Now func() time.Time
+	// Lock, when set, is a lock every replica sharing the store takes
+	// (the shared metadata store's): a run takes it first and is skipped
+	// while another replica holds it, so one run at a time changes the
+	// store. The store is then counted by walking it within the run (a
+	// replica's own count misses what the others commit and remove), and
+	// Run starts a run every CheckInterval (default a minute) instead of
+	// comparing its own count with MaxSize. nil: this process alone uses
+	// the store.
+	Lock func(ctx context.Context) (unlock func(), ok bool, err error)
 }
+
+// NoteBusy is the Report.Note of a run skipped because another replica
+// sharing the store is running one.
+const NoteBusy = "another replica sharing the store is running an eviction"
 
 // DefaultLowWater is the default of Options.LowWater.
 const DefaultLowWater = 0.9
@@ -111,6 +124,9 @@ func New(blobs Blobs, meta Meta, rules Rules, guard Collector, flusher Flusher, 
 	}
 	if opts.CheckInterval <= 0 {
 		opts.CheckInterval = time.Second
+		if opts.Lock != nil {
+			opts.CheckInterval = time.Minute
+		}
 	}
 	if opts.AgeInterval <= 0 {
 		opts.AgeInterval = min(max(opts.UnusedAfter/4, time.Minute), time.Hour)
@@ -192,7 +208,7 @@ func (e *Evictor) Run(ctx context.Context) {
 	// The commit that takes the store over its bound wakes the loop at
 	// once; the check interval is the backstop.
 	var overC <-chan struct{}
-	if n, ok := e.blobs.(overNotifier); ok && e.opts.MaxSize > 0 {
+	if n, ok := e.blobs.(overNotifier); ok && e.opts.MaxSize > 0 && e.opts.Lock == nil {
 		overC = n.NotifyOver(e.opts.MaxSize)
 	}
 	run := func(why string) {
@@ -221,10 +237,14 @@ func (e *Evictor) Run(ctx context.Context) {
 	}
 }
 
-// overLimit reports whether the store holds more than MaxSize.
+// overLimit reports whether the store holds more than MaxSize. A shared
+// store is counted by the run itself, under the lock: every check is a run.
 func (e *Evictor) overLimit(ctx context.Context) bool {
 	if e.opts.MaxSize <= 0 {
 		return false
+	}
+	if e.opts.Lock != nil {
+		return true
 	}
 	u, err := e.blobs.WaitUsage(ctx)
 	n := u.Bytes
@@ -243,6 +263,16 @@ func (e *Evictor) Evict(ctx context.Context, dryRun bool) (Report, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	start := time.Now()
+	if e.opts.Lock != nil {
+		unlock, ok, err := e.opts.Lock(ctx)
+		if err != nil {
+			return Report{}, fmt.Errorf("eviction: take the lock of the shared store: %w", err)
+		}
+		if !ok {
+			return Report{DryRun: dryRun, MaxSize: e.opts.MaxSize, UnusedAfter: e.opts.UnusedAfter, Note: NoteBusy}, nil
+		}
+		defer unlock()
+	}
 	if e.flusher != nil {
 		if err := e.flusher.FlushAccess(ctx); err != nil {
 			e.log.Warn("eviction: flush access times", "err", err)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -39,6 +40,7 @@ func (cachedUnder) Covering(repo string) (string, string, bool) {
 }
 
 type fixture struct {
+	dir   string
 	blobs *storage.Blobs
 	meta  *storage.Meta
 	repos *local.Repos
@@ -63,7 +65,7 @@ func newFixture(t *testing.T, opts Options) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{blobs: blobs, meta: meta, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	f := &fixture{dir: dir, blobs: blobs, meta: meta, now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	f.repos = local.New(blobs, meta, sessions, cachedUnder{}, log, local.Options{})
 	if opts.Now == nil {
 		opts.Now = func() time.Time { return f.now }
@@ -539,5 +541,75 @@ func TestNewRefusesBadBounds(t *testing.T) {
 	}
 	if errors.Is(errStopped, context.Canceled) {
 		t.Fatal("errStopped must not be context.Canceled")
+	}
+}
+
+// TestSharedStoreEviction: replicas sharing one store (and its metadata)
+// evict one at a time, and the one that runs counts the whole store, also
+// what the other replicas committed, which its own running count misses.
+func TestSharedStoreEviction(t *testing.T) {
+	t.Parallel()
+	const layerSize = 10000
+	f := newFixture(t, Options{})
+	ctx := t.Context()
+	old := f.cache(t, "hub/old", "v1", [][]byte{layer("old", layerSize)}, f.now)
+	counted := f.usage(t) // from now on this count follows this replica's own commits only
+
+	// Another replica commits an image to the same store.
+	other, err := storage.OpenBlobs(filepath.Join(f.dir, "blobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := f.blobs
+	f.blobs = other
+	f.now = f.now.Add(time.Minute)
+	recent := f.cache(t, "hub/new", "v1", [][]byte{layer("new", layerSize)}, f.now)
+	f.blobs = mine
+	if f.usage(t) != counted {
+		t.Fatal("this replica's count saw the other replica's commit: the test proves nothing")
+	}
+	// Over the bound only with both images counted; evicting the old one
+	// brings the store under the low-water mark.
+	f.ev.opts.MaxSize = counted + layerSize/2
+	f.ev.opts.LowWater = float64(counted+layerSize/10) / float64(f.ev.opts.MaxSize)
+
+	rep, err := f.ev.Evict(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Images) != 0 || rep.StoredBytes != counted {
+		t.Fatalf("alone, the run counted %d bytes and evicted %+v; want its own count %d and nothing", rep.StoredBytes, rep.Images, counted)
+	}
+
+	var held sync.Mutex
+	f.ev.opts.Lock = func(context.Context) (func(), bool, error) {
+		if !held.TryLock() {
+			return nil, false, nil
+		}
+		return held.Unlock, true, nil
+	}
+	held.Lock() // another replica runs
+	rep, err = f.ev.Evict(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Note != NoteBusy || len(rep.Images) != 0 || !f.stored(t, old.digest) {
+		t.Fatalf("while another replica holds the lock: note %q, evicted %+v, old image stored %v; want a skipped run",
+			rep.Note, rep.Images, f.stored(t, old.digest))
+	}
+	held.Unlock()
+
+	rep, err = f.ev.Evict(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.StoredBytes <= f.ev.opts.MaxSize {
+		t.Errorf("the shared run counted %d bytes, want the whole store (over %d)", rep.StoredBytes, f.ev.opts.MaxSize)
+	}
+	if len(rep.Images) != 1 || rep.Images[0].Repository != "hub/old" || f.stored(t, old.digest) || !f.stored(t, recent.digest) {
+		t.Errorf("the shared run evicted %+v (old stored %v, new stored %v); want hub/old only", rep.Images, f.stored(t, old.digest), f.stored(t, recent.digest))
+	}
+	if !held.TryLock() {
+		t.Error("the run did not release the lock")
 	}
 }

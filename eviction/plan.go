@@ -56,11 +56,18 @@ func (e *Evictor) plan(ctx context.Context) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	var walked int64
 	if err := e.blobs.Walk(ctx, func(b storage.BlobInfo) error {
 		p.sizes[b.Digest] = b.Size
+		walked += b.Size
 		return nil
 	}); err != nil {
 		return nil, err
+	}
+	if e.opts.Lock != nil {
+		// A shared store: this replica's count misses what the others
+		// committed and removed; the walk has it all.
+		p.stored = walked
 	}
 	byRepo := map[string][]storage.Link{}
 	for _, l := range links {
