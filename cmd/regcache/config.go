@@ -133,6 +133,8 @@ type Config struct {
 	LifecycleConfig `yaml:",inline"`
 	// StoreConfig: store and the s3 section (store.go).
 	StoreConfig `yaml:",inline"`
+	// MetaConfig: meta and the etcd section (metastore.go).
+	MetaConfig `yaml:",inline"`
 }
 
 // limitsConfig is the limits: section: the HTTP server's limits, and the
@@ -186,6 +188,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	authFlags(fs)
 	lifecycleFlags(fs)
 	storeFlags(fs)
+	metaFlags(fs)
 }
 
 // loadConfig builds the Config from defaults, the config file, the
@@ -307,6 +310,9 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	if err := cfg.LifecycleConfig.load(fs, getenv); err != nil {
 		return cfg, err
 	}
+	if err := cfg.MetaConfig.load(fs, getenv); err != nil {
+		return cfg, err
+	}
 	if err := cfg.StoreConfig.load(fs, getenv); err != nil {
 		return cfg, err
 	}
@@ -395,6 +401,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("rules: %w", err)
 	}
 	if err := c.LifecycleConfig.validate(); err != nil {
+		return err
+	}
+	if err := c.MetaConfig.validate(); err != nil {
 		return err
 	}
 	if err := c.StoreConfig.validate(); err != nil {

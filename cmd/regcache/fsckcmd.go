@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -135,6 +136,9 @@ func fsckOffline(cmd *cobra.Command, getenv func(string) string, repair bool, pr
 	metaPath := filepath.Join(dir, "meta.db")
 	if _, err := os.Stat(metaPath); errors.Is(err, fs.ErrNotExist) {
 		return storage.CheckReport{}, fmt.Errorf("%s is not a regcache data directory (it has no meta.db); name the server's with --data-dir, REGCACHE_DATA_DIR or --config", dir)
+	}
+	if where, err := os.ReadFile(filepath.Join(dir, etcdMetaMarker)); err == nil {
+		return storage.CheckReport{}, fmt.Errorf("data directory %s keeps its metadata in etcd (%s), which fsck cannot check (its meta.db holds only upload sessions); fsck checks data directories of --meta bbolt", dir, strings.TrimSpace(string(where)))
 	}
 	meta, err := storage.OpenMeta(metaPath, storage.LockTimeout(time.Second))
 	if errors.Is(err, storage.ErrLocked) {

@@ -161,7 +161,7 @@ func (c LifecycleConfig) bounds(dir string) (eviction.Options, error) {
 
 // newLifecycle wires eviction (started in the background until stop),
 // warm, export and import for the registry.
-func newLifecycle(ctx context.Context, cfg Config, puller *cache.Puller, rules *cache.Store, blobs *storage.Blobs, meta *storage.Meta, repos *localRepos, log *slog.Logger) (registry.Lifecycle, *eviction.Evictor, func(), error) {
+func newLifecycle(ctx context.Context, cfg Config, puller *cache.Puller, rules *cache.Store, blobs *storage.Blobs, meta metaStore, repos *localRepos, log *slog.Logger) (registry.Lifecycle, *eviction.Evictor, func(), error) {
 	opts, err := cfg.bounds(filepath.Join(cfg.DataDir, "blobs"))
 	if err != nil {
 		return registry.Lifecycle{}, nil, nil, err

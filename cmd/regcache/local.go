@@ -24,12 +24,16 @@ type localRepos struct {
 
 // newLocalRepos wires local repositories and starts their loops; stop
 // ends them (before the metadata database closes).
-func newLocalRepos(ctx context.Context, cfg Config, blobs *storage.Blobs, meta *storage.Meta, rules *cache.Store, log *slog.Logger) (*localRepos, error) {
+// Upload sessions are recorded in sessionRecords, the replica's own
+// database even when meta is shared: uploads.New drops the sessions whose
+// partial bytes it cannot find, and those of another replica are never
+// here.
+func newLocalRepos(ctx context.Context, cfg Config, blobs *storage.Blobs, meta metaStore, sessionRecords uploads.Records, rules *cache.Store, log *slog.Logger) (*localRepos, error) {
 	maxUpload, err := parseSize("limits.maxUploadSize", cfg.Limits.MaxUploadSize)
 	if err != nil {
 		return nil, err
 	}
-	sessions, err := uploads.New(ctx, blobs, meta, uploads.Options{IdleTimeout: cfg.UploadIdleTimeout, MaxSize: maxUpload}, log)
+	sessions, err := uploads.New(ctx, blobs, sessionRecords, uploads.Options{IdleTimeout: cfg.UploadIdleTimeout, MaxSize: maxUpload}, log)
 	if err != nil {
 		return nil, err
 	}

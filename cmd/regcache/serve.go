@@ -48,14 +48,12 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return fmt.Errorf("data directory: %w", err)
 	}
-	meta, err := storage.OpenMeta(filepath.Join(cfg.DataDir, "meta.db"))
-	if errors.Is(err, storage.ErrLocked) {
-		return fmt.Errorf("%w; stop it or use another --data-dir", err)
-	}
+	metas, err := openMeta(ctx, cfg, getenv, log)
 	if err != nil {
 		return err
 	}
-	defer meta.Close()
+	defer metas.close()
+	meta := metas.store
 	endpoints, err := cache.NewEndpoints(cfg.Upstreams, cfg.AllowedUpstreams...)
 	if err != nil {
 		return err
@@ -111,7 +109,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 	}
 	// Local repositories first: their collection guard protects what the
 	// puller's fills link.
-	repos, err := newLocalRepos(ctx, cfg, blobs, meta, rules, log)
+	repos, err := newLocalRepos(ctx, cfg, blobs, meta, metas.sessions, rules, log)
 	if err != nil {
 		return err
 	}
@@ -136,8 +134,11 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 	rc := registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
 		Local: repos.Repos, GC: repos.Repos, Limits: limits, ClientAuth: clientAuth, AuthRealm: cfg.Auth.Realm, TrustedProxies: trusted,
 		Lifecycle: lifecycle,
+	}
+	if metas.checker != nil {
 		// POST /admin/v1/fsck checks the live store; it quarantines next to it.
-		Fsck: storage.NewChecker(blobs, meta, filepath.Join(cfg.DataDir, "quarantine"))}
+		rc.Fsck = storage.NewChecker(blobs, metas.checker, filepath.Join(cfg.DataDir, "quarantine"))
+	}
 	src := status.Sources{Rules: rules, Fills: puller, CredentialSets: creds, Store: blobs, Uploads: repos.sessions,
 		Evictions: evictor, RateLimits: rateLimits{upstreams}, Throttling: upstreams, Offline: cfg.Offline}
 	if err := obs.wire(cfg, src, version, time.Now(), &rc); err != nil {
