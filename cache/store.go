@@ -55,7 +55,11 @@ func (Anonymous) Authenticator(context.Context, string) (authn.Authenticator, er
 // Refused does nothing: anonymous requests have nothing to refresh.
 func (Anonymous) Refused(string, string, bool) {}
 
-const recordKind = "cache-rules"
+// RecordKind is the kind of the records holding the rules created
+// through the admin API.
+const RecordKind = "cache-rules"
+
+const recordKind = RecordKind
 
 // Store holds the cache rules: those declared in the config file (read-only)
 // and those created through the admin API (persisted). Matching reads an

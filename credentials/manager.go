@@ -52,7 +52,11 @@ const (
 	DefaultCheckTimeout   = 30 * time.Second
 )
 
-const recordKind = "credential-sets"
+// RecordKind is the kind of the records holding the sets created through
+// the admin API.
+const RecordKind = "credential-sets"
+
+const recordKind = RecordKind
 
 // Status is the health of a set.
 type Status struct {

@@ -166,6 +166,10 @@ func newLifecycle(ctx context.Context, cfg Config, puller *cache.Puller, rules *
 	if err != nil {
 		return registry.Lifecycle{}, nil, nil, err
 	}
+	if sm, ok := meta.(sharedMeta); ok {
+		// Replicas share the store: one evicts at a time, counting it all.
+		opts.Lock = func(ctx context.Context) (func(), bool, error) { return sm.TryLock(ctx, "eviction") }
+	}
 	ev, err := eviction.New(blobs, meta, rules, repos.Repos, puller, log, opts)
 	if err != nil {
 		return registry.Lifecycle{}, nil, nil, err

@@ -191,3 +191,21 @@ func cmpOr(v, def string) string {
 	}
 	return v
 }
+
+// sharedMeta is what a metadata store shared by replicas adds
+// (etcdmeta.Meta): change notifications and a lock among replicas.
+type sharedMeta interface {
+	WatchRecords(ctx context.Context, kind string, changed func())
+	TryLock(ctx context.Context, name string) (unlock func(), ok bool, err error)
+}
+
+// watchRecords reloads what records of kind hold whenever any replica
+// changed them, until ctx ends. A failed reload is logged; the next change
+// (or the watch starting over) reloads again.
+func watchRecords(ctx context.Context, sm sharedMeta, kind string, reload func(context.Context) error, log *slog.Logger) {
+	sm.WatchRecords(ctx, kind, func() {
+		if err := reload(ctx); err != nil && ctx.Err() == nil {
+			log.Warn("reloading changes another replica made failed", "records", kind, "err", err)
+		}
+	})
+}

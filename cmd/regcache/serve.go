@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/regcache/regcache/cache"
+	"github.com/regcache/regcache/credentials"
 	"github.com/regcache/regcache/registry"
 	"github.com/regcache/regcache/status"
 	"github.com/regcache/regcache/storage"
@@ -98,6 +99,12 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 	}
 	// Health checks and Vault token renewal run until the server stopped.
 	defer background(ctx, creds.Run)()
+	if sm, ok := meta.(sharedMeta); ok {
+		// Rules and credential sets changed through any replica's admin
+		// API are in force here as soon as the watch reports them.
+		defer background(ctx, func(ctx context.Context) { watchRecords(ctx, sm, cache.RecordKind, rules.Reload, log) })()
+		defer background(ctx, func(ctx context.Context) { watchRecords(ctx, sm, credentials.RecordKind, creds.Reload, log) })()
+	}
 	upstream := cache.DefaultTransport()
 	if cfg.UpstreamHeaderTimeout > 0 {
 		upstream.ResponseHeaderTimeout = cfg.UpstreamHeaderTimeout
