@@ -133,6 +133,8 @@ type Config struct {
 	LifecycleConfig `yaml:",inline"`
 	// StoreConfig: store and the s3 section (store.go).
 	StoreConfig `yaml:",inline"`
+	// Cluster: replicas fetching each blob from the upstream once (cluster.go).
+	Cluster clusterConfig `yaml:"cluster"`
 }
 
 // limitsConfig is the limits: section: the HTTP server's limits, and the
@@ -186,6 +188,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	authFlags(fs)
 	lifecycleFlags(fs)
 	storeFlags(fs)
+	clusterFlags(fs)
 }
 
 // loadConfig builds the Config from defaults, the config file, the
@@ -310,6 +313,7 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	if err := cfg.StoreConfig.load(fs, getenv); err != nil {
 		return cfg, err
 	}
+	cfg.Cluster.load(fs, getenv)
 	return cfg, cfg.validate()
 }
 
@@ -398,6 +402,9 @@ func (c Config) validate() error {
 		return err
 	}
 	if err := c.StoreConfig.validate(); err != nil {
+		return err
+	}
+	if err := c.Cluster.validate(); err != nil {
 		return err
 	}
 	if _, pct, _ := parseMaxSize(c.MaxSize); pct > 0 && c.Store == "s3" {
