@@ -15,14 +15,14 @@ import (
 	"github.com/regcache/regcache/storage"
 )
 
-// Peers is the cluster of replicas, as a fill sees it: Open streams the
-// blob digest of repo from byte offset on from the replica that owns the
-// digest, asking it with repo (ruled there too). peer names that replica;
-// it is empty, with no error and no body, when this replica owns the
-// digest or no other replica is live: the fill then fetches from the
-// upstream itself. size is the whole blob's size.
+// Peers is the cluster of replicas, as a fill sees it. Owner names the
+// live replica owning digest, empty when this replica owns it or no other
+// replica is live (the fill then fetches from the upstream itself). Open
+// streams the blob digest of repo (ruled there too) from byte offset on
+// from that replica; size is the whole blob's size.
 type Peers interface {
-	Open(ctx context.Context, repo, digest string, offset int64) (body io.ReadCloser, size int64, peer string, err error)
+	Owner(digest string) (peer string)
+	Open(ctx context.Context, peer, repo, digest string, offset int64) (body io.ReadCloser, size int64, err error)
 }
 
 // ErrNotOwner: a replica asked this one for a blob whose fill here
@@ -426,17 +426,15 @@ type blobSource struct {
 // otherwise (no cluster, this replica owns it, the fill serves a peer, a
 // peer follows this fill, or the owner failed before its first byte).
 func (p *Puller) openSource(ctx context.Context, f *fill, up upstreamRepo) (blobSource, error) {
-	if p.opts.Peers != nil && f.peer.tryRemote() {
-		body, size, peer, err := p.opts.Peers.Open(ctx, f.peer.repo, f.digest, 0)
-		switch {
-		case err != nil:
-			p.log.WarnContext(ctx, "blob owner unreachable: fetching from the upstream", "digest", f.digest, "err", err)
-		case peer != "" && size >= 0:
-			return blobSource{body: body, size: size, from: peer}, nil
-		case peer != "":
-			body.Close()
+	if p.opts.Peers != nil && !f.peer.fromPeer {
+		if peer := p.opts.Peers.Owner(f.digest); peer != "" && f.peer.tryRemote() {
+			body, size, err := p.opts.Peers.Open(ctx, peer, f.peer.repo, f.digest, 0)
+			if err == nil {
+				return blobSource{body: body, size: size, from: peer}, nil
+			}
+			p.log.WarnContext(ctx, "blob owner unreachable: fetching from the upstream", "digest", f.digest, "peer", peer, "err", err)
+			f.peer.local()
 		}
-		f.peer.local()
 	}
 	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("blobs", f.digest), nil)
 	if err != nil {
@@ -457,15 +455,17 @@ func (p *Puller) openSource(ctx context.Context, f *fill, up upstreamRepo) (blob
 // answered with exactly those bytes (206); an upstream that ignores the
 // range fails the fill, as a broken upstream stream does.
 func (p *Puller) resumeSource(ctx context.Context, f *fill, up upstreamRepo, off, size int64) (blobSource, error) {
-	body, got, peer, err := p.opts.Peers.Open(ctx, f.peer.repo, f.digest, off)
-	switch {
-	case err != nil:
-		p.log.WarnContext(ctx, "next blob owner unreachable: resuming from the upstream", "digest", f.digest, "err", err)
-	case peer != "" && got == size:
-		return blobSource{body: body, size: size, from: peer}, nil
-	case peer != "":
-		body.Close()
-		p.log.WarnContext(ctx, "next blob owner reports another size: resuming from the upstream", "digest", f.digest, "peer", peer, "size", got, "want", size)
+	if peer := p.opts.Peers.Owner(f.digest); peer != "" {
+		body, got, err := p.opts.Peers.Open(ctx, peer, f.peer.repo, f.digest, off)
+		switch {
+		case err != nil:
+			p.log.WarnContext(ctx, "next blob owner unreachable: resuming from the upstream", "digest", f.digest, "peer", peer, "err", err)
+		case got != size:
+			body.Close()
+			p.log.WarnContext(ctx, "next blob owner reports another size: resuming from the upstream", "digest", f.digest, "peer", peer, "size", got, "want", size)
+		default:
+			return blobSource{body: body, size: size, from: peer}, nil
+		}
 	}
 	f.peer.local()
 	rng := fmt.Sprintf("bytes=%d-%d", off, size-1)

@@ -33,37 +33,45 @@ type testPeers struct {
 
 	mu      sync.Mutex
 	offsets []int64 // of every Open
-	ctxPeer []bool  // whether each Open came with a peer's request mark
 }
 
-func (p *testPeers) Open(ctx context.Context, repo, digest string, off int64) (io.ReadCloser, int64, string, error) {
+// Owner names the owner of the next step of the plan.
+func (p *testPeers) Owner(string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := len(p.offsets); i < len(p.plan) {
+		return p.plan[i].peer
+	}
+	return ""
+}
+
+func (p *testPeers) Open(ctx context.Context, peer, repo, digest string, off int64) (io.ReadCloser, int64, error) {
 	p.mu.Lock()
 	i := len(p.offsets)
 	p.offsets = append(p.offsets, off)
-	p.ctxPeer = append(p.ctxPeer, IsPeerRequest(ctx))
 	p.mu.Unlock()
-	if i >= len(p.plan) {
-		return nil, 0, "", nil
-	}
 	step := p.plan[i]
+	if peer != step.peer {
+		p.t.Errorf("Open of %s, want the owner named, %s", peer, step.peer)
+	}
 	if step.err != nil {
-		return nil, 0, "", step.err
+		return nil, 0, step.err
 	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, p.upstream+"/v2/"+p.path+"/blobs/"+digest, nil)
 	resp, err := http.DefaultTransport.RoundTrip(req)
 	if err != nil {
-		return nil, 0, "", err
+		return nil, 0, err
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
-		return nil, 0, "", fmt.Errorf("test peer: %s", resp.Status)
+		return nil, 0, fmt.Errorf("test peer: %s", resp.Status)
 	}
 	// Skip to the offset as an owner serving from it would.
 	if _, err := io.CopyN(io.Discard, resp.Body, off); err != nil {
 		resp.Body.Close()
-		return nil, 0, "", err
+		return nil, 0, err
 	}
-	return &cutBody{rc: resp.Body, left: step.cut}, resp.ContentLength, step.peer, nil
+	return &cutBody{rc: resp.Body, left: step.cut}, resp.ContentLength, nil
 }
 
 func (p *testPeers) calls() []int64 {
@@ -142,15 +150,15 @@ func TestPeerTakeover(t *testing.T) {
 		from    string   // in the "cached blob" line
 	}{
 		{name: "owner killed, rest from the upstream", plan: []peerStep{{peer: "10.0.0.1:5001", cut: cut}},
-			offsets: []int64{0, cut}, ranges: []string{"bytes=1500-%d"}, from: `from="[peer 10.0.0.1:5001 (1500 bytes) upstream (%d bytes)]"`},
+			offsets: []int64{0}, ranges: []string{"bytes=1500-%d"}, from: `from="[peer 10.0.0.1:5001 (1500 bytes) upstream (%d bytes)]"`},
 		{name: "owner killed, rest from the next owner", plan: []peerStep{{peer: "10.0.0.1:5001", cut: cut}, {peer: "10.0.0.2:5001", cut: -1}},
 			offsets: []int64{0, cut}, ranges: nil, from: `from="[peer 10.0.0.1:5001 (1500 bytes) peer 10.0.0.2:5001 (%d bytes)]"`},
 		{name: "two owners killed", plan: []peerStep{{peer: "10.0.0.1:5001", cut: cut}, {peer: "10.0.0.2:5001", cut: 100}},
-			offsets: []int64{0, cut, cut + 100}, ranges: []string{"bytes=1600-%d"}, from: `from="[peer 10.0.0.1:5001 (1500 bytes) peer 10.0.0.2:5001 (100 bytes) upstream (%d bytes)]"`},
-		{name: "owner unreachable before the first byte", plan: []peerStep{{err: errors.New("connection refused")}},
+			offsets: []int64{0, cut}, ranges: []string{"bytes=1600-%d"}, from: `from="[peer 10.0.0.1:5001 (1500 bytes) peer 10.0.0.2:5001 (100 bytes) upstream (%d bytes)]"`},
+		{name: "owner unreachable before the first byte", plan: []peerStep{{peer: "10.0.0.1:5001", err: errors.New("connection refused")}},
 			offsets: []int64{0}, ranges: []string{""}, from: `from="[upstream (%d bytes)]"`},
 		{name: "this replica owns it", plan: nil,
-			offsets: []int64{0}, ranges: []string{""}, from: `from="[upstream (%d bytes)]"`},
+			offsets: nil, ranges: []string{""}, from: `from="[upstream (%d bytes)]"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -260,8 +268,10 @@ type bytesPeers struct {
 	hold chan struct{}
 }
 
-func (p *bytesPeers) Open(_ context.Context, _, _ string, off int64) (io.ReadCloser, int64, string, error) {
-	return io.NopCloser(&heldReader{r: bytes.NewReader(p.body[off:]), hold: p.hold}), int64(len(p.body)), "10.0.0.1:5001", nil
+func (p *bytesPeers) Owner(string) string { return "10.0.0.1:5001" }
+
+func (p *bytesPeers) Open(_ context.Context, _, _, _ string, off int64) (io.ReadCloser, int64, error) {
+	return io.NopCloser(&heldReader{r: bytes.NewReader(p.body[off:]), hold: p.hold}), int64(len(p.body)), nil
 }
 
 type heldReader struct {

@@ -171,8 +171,14 @@ func (c *Cluster) Self() string { return c.self }
 // Live returns this replica and the members answering now, sorted.
 func (c *Cluster) Live() []string { return c.members.liveMembers() }
 
-// Owner returns the live member owning digest (Self when this replica).
-func (c *Cluster) Owner(digest string) string { return Owner(digest, c.members.liveMembers()) }
+// Owner returns the live member owning digest; empty when this replica
+// owns it (or no other member is live). It implements cache.Peers.
+func (c *Cluster) Owner(digest string) string {
+	if o := Owner(digest, c.members.liveMembers()); o != c.self {
+		return o
+	}
+	return ""
+}
 
 // Run resolves the members and pings them until ctx ends.
 func (c *Cluster) Run(ctx context.Context) {
@@ -208,7 +214,8 @@ func (c *Cluster) Run(ctx context.Context) {
 
 // ping asks addr whether it answers and accepts this replica's token.
 func (c *Cluster) ping(ctx context.Context, addr string) error {
-	ctx, cancel := context.WithTimeout(ctx, max(c.probe, time.Second))
+	// Generous: a replica busy streaming must not drop out of the hash.
+	ctx, cancel := context.WithTimeout(ctx, max(c.probe, 2*time.Second))
 	defer cancel()
 	resp, err := c.do(ctx, addr, pingPath)
 	if err != nil {
@@ -231,16 +238,11 @@ func (c *Cluster) do(ctx context.Context, addr, uri string) (*http.Response, err
 	return c.client.Do(req)
 }
 
-// Open streams the blob digest of repo from byte offset on from the live
-// member owning it; peer is empty, with no body, when this replica owns
-// it or no other member is live. A member that cannot be reached, or
-// whose stream breaks, is out of the hash until it answers a ping again.
-// It implements cache.Peers.
-func (c *Cluster) Open(ctx context.Context, repo, digest string, offset int64) (io.ReadCloser, int64, string, error) {
-	owner := c.Owner(digest)
-	if owner == c.self || owner == "" {
-		return nil, 0, "", nil
-	}
+// Open streams the blob digest of repo from byte offset on from the
+// member owner and returns the blob's whole size. A member that cannot be
+// reached, or whose stream breaks, is out of the hash until it answers a
+// ping again. It implements cache.Peers.
+func (c *Cluster) Open(ctx context.Context, owner, repo, digest string, offset int64) (io.ReadCloser, int64, error) {
 	q := url.Values{"repo": {repo}}
 	if offset > 0 {
 		q.Set("offset", strconv.FormatInt(offset, 10))
@@ -250,22 +252,22 @@ func (c *Cluster) Open(ctx context.Context, repo, digest string, offset int64) (
 		if ctx.Err() == nil {
 			c.members.set(owner, false, err)
 		}
-		return nil, 0, "", fmt.Errorf("blob owner %s: %w", owner, err)
+		return nil, 0, fmt.Errorf("blob owner %s: %w", owner, err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		defer resp.Body.Close()
-		return nil, 0, "", fmt.Errorf("blob owner %s: %s%s", owner, resp.Status, errorBody(resp.Body))
+		return nil, 0, fmt.Errorf("blob owner %s: %s%s", owner, resp.Status, errorBody(resp.Body))
 	}
 	size, err := strconv.ParseInt(resp.Header.Get(sizeHeader), 10, 64)
 	if err != nil || resp.ContentLength < 0 || offset+resp.ContentLength != size {
 		resp.Body.Close()
-		return nil, 0, "", fmt.Errorf("blob owner %s: %s %q and Content-Length %d do not add up from offset %d", owner, sizeHeader, resp.Header.Get(sizeHeader), resp.ContentLength, offset)
+		return nil, 0, fmt.Errorf("blob owner %s: %s %q and Content-Length %d do not add up from offset %d", owner, sizeHeader, resp.Header.Get(sizeHeader), resp.ContentLength, offset)
 	}
 	return &peerBody{rc: resp.Body, broken: func(err error) {
 		if ctx.Err() == nil {
 			c.members.set(owner, false, err)
 		}
-	}}, size, owner, nil
+	}}, size, nil
 }
 
 // peerBody reports a stream that broke, so that its member leaves the

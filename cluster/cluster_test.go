@@ -275,16 +275,16 @@ func TestPeerChannel(t *testing.T) {
 	for i := range 64 {
 		dd := digestOf(i)
 		owner := b.Owner(dd)
-		if owner == b.Self() {
-			if rc, _, peer, err := b.Open(t.Context(), "hub/app", dd, 0); rc != nil || peer != "" || err != nil {
-				t.Fatalf("Open of a digest this replica owns: peer %q, err %v", peer, err)
-			}
+		if want := Owner(dd, b.Live()); owner != want && (owner != "" || want != b.Self()) {
+			t.Fatalf("Owner(%s) = %q, want %q (empty for self)", dd, owner, want)
+		}
+		if owner == "" {
 			continue
 		}
 		src.digest = dd
-		rc, size, peer, err := b.Open(t.Context(), "hub/app", dd, 1234)
-		if err != nil || peer != owner || size != int64(len(body)) {
-			t.Fatalf("Open: peer %q size %d err %v; want %s, %d", peer, size, err, owner, len(body))
+		rc, size, err := b.Open(t.Context(), owner, "hub/app", dd, 1234)
+		if err != nil || size != int64(len(body)) {
+			t.Fatalf("Open: size %d err %v; want %d", size, err, len(body))
 		}
 		got, err := io.ReadAll(rc)
 		rc.Close()

@@ -52,6 +52,12 @@ func ReadSecret(path string) ([]byte, error) {
 	return secret, nil
 }
 
+// Sign sets the Authorization header of req as the replica sender would,
+// with the shared secret: for tools and tests speaking to a peer channel.
+func Sign(req *http.Request, secret []byte, sender string) {
+	signer{secret: secret, now: time.Now}.sign(req, sender)
+}
+
 // signer signs and verifies peer requests with the shared secret. A token
 // binds the method, the path and query, the sender's advertised address
 // and an expiry: it cannot be replayed on another request line, by
