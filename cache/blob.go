@@ -61,12 +61,13 @@ type peerState struct {
 	sources  []string // where the bytes came from, in order, for the log
 }
 
-// tryRemote reports whether the fill may stream from a replica, and if
-// so marks it remote.
+// tryRemote reports whether the fill may stream from a replica (no
+// replica follows it), and if so marks it remote. The caller checked
+// that no replica's request started it (fromPeer).
 func (s *peerState) tryRemote() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.fromPeer || s.followed {
+	if s.followed {
 		return false
 	}
 	s.remote = true

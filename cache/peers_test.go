@@ -313,6 +313,8 @@ func TestPeerRequestFetchesFromUpstream(t *testing.T) {
 	want2, _ := io.ReadAll(rc)
 	rc.Close()
 	owner := &bytesPeers{body: want2, hold: make(chan struct{})}
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(owner.hold) }) }) // before the puller closes
 	p.opts.Peers = owner
 	c, err := p.Blob(t.Context(), "hub/app", d2.String())
 	if err != nil {
@@ -322,7 +324,7 @@ func TestPeerRequestFetchesFromUpstream(t *testing.T) {
 	if _, err := p.Blob(PeerRequest(t.Context()), "hub/app", d2.String()); !errors.Is(err, ErrNotOwner) {
 		t.Fatalf("a replica following a fill that streams from a replica: err %v, want ErrNotOwner", err)
 	}
-	close(owner.hold)
+	release.Do(func() { close(owner.hold) })
 	if got, err := io.ReadAll(c.Body); err != nil || !bytes.Equal(got, want2) {
 		t.Fatalf("client: %d bytes, err %v; want the %d layer bytes", len(got), err, len(want2))
 	}
