@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/http"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -641,4 +642,57 @@ func intOrUnset(n *int) string {
 		return "unset"
 	}
 	return strconv.Itoa(*n)
+}
+
+// TestKustomizeRegcacheHAServes starts regcache with the config.yaml that
+// deploy/kubernetes-ha renders, only the addresses of the cluster's
+// services replaced by loopback peers (a SeaweedFS bucket, an etcd, the
+// peer channel on a loopback port and localhost as the headless Service's
+// name), as a pod would: regcache accepts it, is ready, and serves the
+// rules it declares.
+func TestKustomizeRegcacheHAServes(t *testing.T) {
+	t.Parallel()
+	objs := kustomizeHA(t, filepath.Join(repoRoot(t), "deploy", "kubernetes-ha"))
+	var config string
+	for _, o := range objs {
+		if o.Kind == "ConfigMap" && strings.HasPrefix(o.Metadata.Name, "regcache-config") {
+			config = o.Data["config.yaml"]
+		}
+	}
+	if config == "" {
+		t.Fatal("no regcache-config ConfigMap with a config.yaml")
+	}
+	s3 := peers.StartS3(t)
+	etcd := peers.StartEtcd(t)
+	dir := t.TempDir()
+	cfgPath, tokenFile, secretFile := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "token"), filepath.Join(dir, "peer.secret")
+	writeFile(t, cfgPath, config)
+	writeFile(t, tokenFile, "e2e-admin-token-0123456789abcdef\n")
+	writeFile(t, secretFile, "e2e-peer-secret-0123456789abcdef0123456789\n")
+	_, port, err := net.SplitHostPort(freeAddr(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := "127.0.0.1:" + port
+	bin := peers.BuildRegcache(t)
+	rc := peers.StartRegcacheWith(t, bin, peers.ServeOptions{Env: s3.Env()}, "--config", cfgPath,
+		"--s3-endpoint", s3.Endpoint, "--s3-bucket", s3.Bucket(t), "--etcd-endpoints", etcd.Endpoint,
+		"--peer-listen", peer, "--peer-advertise", peer, "--peers-dns", "localhost:"+port,
+		"--peer-secret-file", secretFile, "--admin-token-file", tokenFile)
+	for _, path := range []string{"/readyz", "/healthz"} {
+		resp, err := http.Get(rc.URL() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s, want 200", path, resp.Status)
+		}
+	}
+	out := runOK(t, peers.RunOptions{}, bin, "cache", "list", "--server", rc.URL(), "--token", "e2e-admin-token-0123456789abcdef", "-o", "table")
+	for _, src := range []string{"docker.io/*", "ghcr.io/*", "quay.io/*", "registry.k8s.io/*"} {
+		if !strings.Contains(out, src) {
+			t.Errorf("regcache serving the replicas' config has no rule for %s:\n%s", src, out)
+		}
+	}
 }
