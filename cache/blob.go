@@ -6,12 +6,109 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/regcache/regcache/requestid"
 	"github.com/regcache/regcache/storage"
 )
+
+// Peers is the cluster of replicas, as a fill sees it. Owner names the
+// live replica owning digest, empty when this replica owns it or no other
+// replica is live (the fill then fetches from the upstream itself). Open
+// streams the blob digest of repo (ruled there too) from byte offset on
+// from that replica; size is the whole blob's size.
+type Peers interface {
+	Owner(digest string) (peer string)
+	Open(ctx context.Context, peer, repo, digest string, offset int64) (body io.ReadCloser, size int64, err error)
+}
+
+// ErrNotOwner: a replica asked this one for a blob whose fill here
+// streams from another replica (the two disagree on who owns it). Serving
+// it could make two replicas wait on each other; the asking replica
+// fetches from the upstream instead.
+var ErrNotOwner = errors.New("this replica streams the blob from another replica")
+
+// peerRequestKey marks the context of a request from another replica.
+type peerRequestKey struct{}
+
+// PeerRequest marks ctx as a request of another replica: a fill it starts
+// fetches from the upstream itself, never from a replica again, so that
+// replicas disagreeing on the owner of a digest never forward in a loop.
+func PeerRequest(ctx context.Context) context.Context {
+	return context.WithValue(ctx, peerRequestKey{}, true)
+}
+
+// IsPeerRequest reports whether ctx is marked by PeerRequest.
+func IsPeerRequest(ctx context.Context) bool {
+	v, _ := ctx.Value(peerRequestKey{}).(bool)
+	return v
+}
+
+// peerState is where a fill's bytes come from in a cluster. A fill
+// streaming from a replica (remote) accepts no replica as a follower, and
+// a fill a replica follows never streams from a replica: no two replicas
+// ever wait on each other, whatever each believes about ownership.
+type peerState struct {
+	repo     string // the repository the fill started for, asked of the owner
+	fromPeer bool   // started by another replica's request: upstream only
+
+	mu       sync.Mutex
+	remote   bool     // streaming (or about to) from a replica
+	followed bool     // a replica follows this fill
+	sources  []string // where the bytes came from, in order, for the log
+}
+
+// tryRemote reports whether the fill may stream from a replica (no
+// replica follows it), and if so marks it remote. The caller checked
+// that no replica's request started it (fromPeer).
+func (s *peerState) tryRemote() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.followed {
+		return false
+	}
+	s.remote = true
+	return true
+}
+
+// local marks the fill as fetching from the upstream.
+func (s *peerState) local() {
+	s.mu.Lock()
+	s.remote = false
+	s.mu.Unlock()
+}
+
+// follow registers a replica following the fill; false when the fill
+// streams from a replica.
+func (s *peerState) follow() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.remote {
+		return false
+	}
+	s.followed = true
+	return true
+}
+
+// record notes that n bytes came from peer ("" for the upstream).
+func (s *peerState) record(peer string, n int64) {
+	from := "upstream"
+	if peer != "" {
+		from = "peer " + peer
+	}
+	s.mu.Lock()
+	s.sources = append(s.sources, fmt.Sprintf("%s (%d bytes)", from, n))
+	s.mu.Unlock()
+}
+
+func (s *peerState) from() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.sources)
+}
 
 // fillBufferSize is the copy buffer of a fill: large enough that waiters
 // are woken a few times per megabyte, not per packet.
@@ -99,6 +196,7 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 		if _, err := p.blobs.Stat(ctx, digest); errors.Is(err, storage.ErrNotFound) {
 			f = newFill(digest, up.key(), repo)
 			f.requestID = requestid.From(ctx)
+			f.peer.repo, f.peer.fromPeer = repo, IsPeerRequest(ctx)
 			p.fills[digest] = f
 			p.fillsMu.Unlock()
 			p.fillsRun.Add(1)
@@ -121,6 +219,9 @@ func (p *Puller) fillFor(ctx context.Context, repo string, up upstreamRepo, dige
 		if _, err := p.headBlob(ctx, up, digest); err != nil {
 			return nil, err
 		}
+	}
+	if f != nil && IsPeerRequest(ctx) && !f.peer.follow() {
+		return nil, fmt.Errorf("%w: %s", ErrNotOwner, digest)
 	}
 	if f != nil {
 		if f.join(repo) {
@@ -199,7 +300,7 @@ func (p *Puller) runFill(ctx context.Context, f *fill, up upstreamRepo) {
 		return
 	}
 	p.log.InfoContext(ctx, "cached blob", "digest", f.digest, "bytes", n, "duration", time.Since(start).Round(time.Millisecond),
-		"upstream", up.host+"/"+up.path, "repos", repos)
+		"upstream", up.host+"/"+up.path, "from", f.peer.from(), "repos", repos)
 }
 
 // fillSlot waits for one of the MaxFills slots of running fills (at once
@@ -234,30 +335,52 @@ func (p *Puller) FillsRunning() int {
 // FillsQueued is how many fills wait for a slot (Options.MaxFills).
 func (p *Puller) FillsQueued() int64 { return p.fillsQueued.Load() }
 
-// fetchBlob streams the blob from the upstream into the store and returns
-// its size once committed.
+// fetchBlob streams the blob into the store and returns its size once
+// committed: from the replica owning the digest when a cluster is
+// configured and the fill serves a client of this replica, else from the
+// upstream. When a replica's stream breaks mid-blob, the fill continues
+// from the bytes already written (resume). Whatever the sources, the
+// digest covers the whole file before any reader gets the last byte.
 func (p *Puller) fetchBlob(ctx context.Context, cancel func(), f *fill, up upstreamRepo) (int64, error) {
-	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("blobs", f.digest), nil)
+	src, err := p.openSource(ctx, f, up)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	size := int64(-1)
-	if cl := resp.Header.Get("Content-Length"); cl != "" {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
-			size = n
-		}
-	}
-	w, err := p.blobs.Create(ctx, f.digest, size)
+	w, err := p.blobs.Create(ctx, f.digest, src.size)
 	if err != nil {
+		src.body.Close()
 		return 0, err
 	}
-	f.start(size, w.TempPath())
+	f.start(src.size, w.TempPath())
 	idle := time.AfterFunc(p.opts.IdleTimeout, cancel)
 	defer idle.Stop()
-	body := idleReader{r: resp.Body, timer: idle, d: p.opts.IdleTimeout}
-	n, err := io.CopyBuffer(progressWriter{w: w, f: f}, body, make([]byte, fillBufferSize))
-	p.obs.Fetched(up.host, n)
+	buf := make([]byte, fillBufferSize)
+	var n int64
+	for resumes := 0; ; resumes++ {
+		body := &sourceReader{r: idleReader{r: src.body, timer: idle, d: p.opts.IdleTimeout}}
+		k, cerr := io.CopyBuffer(progressWriter{w: w, f: f}, body, buf)
+		src.body.Close()
+		n += k
+		f.peer.record(src.from, k)
+		if src.from == "" {
+			p.obs.Fetched(up.host, k)
+		}
+		err = cerr
+		if err == nil && src.size >= 0 && w.Written() < src.size {
+			err = io.ErrUnexpectedEOF
+		}
+		// Only a replica's stream that broke is resumed: the upstream's
+		// failures end the fill as they always did (clients retry).
+		if err == nil || ctx.Err() != nil || src.from == "" || body.err == nil || resumes >= maxResumes {
+			break
+		}
+		off := w.Written()
+		p.log.WarnContext(ctx, "blob stream from a peer broke: resuming", "digest", f.digest, "peer", src.from, "offset", off, "err", err)
+		if src, err = p.resumeSource(ctx, f, up, off, src.size); err != nil {
+			err = fmt.Errorf("after %d bytes: %w", off, err)
+			break
+		}
+	}
 	if ctx.Err() != nil {
 		// Stalled (idle timeout), too long, or regcache stopping: say which.
 		err = context.Cause(ctx)
@@ -284,6 +407,95 @@ func (p *Puller) fetchBlob(ctx context.Context, cancel func(), f *fill, up upstr
 		return 0, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return n, nil
+}
+
+// maxResumes bounds how often one fill continues after a replica's
+// stream broke (each time from another replica, or the upstream).
+const maxResumes = 4
+
+// blobSource is one stream of a blob's bytes: from the upstream (from
+// empty) or from the replica from. size is the whole blob's size (-1:
+// unknown, only from the upstream).
+type blobSource struct {
+	body io.ReadCloser
+	size int64
+	from string
+}
+
+// openSource opens the first stream of a fill: from the owner of the
+// digest when it is another live replica and answers; from the upstream
+// otherwise (no cluster, this replica owns it, the fill serves a peer, a
+// peer follows this fill, or the owner failed before its first byte).
+func (p *Puller) openSource(ctx context.Context, f *fill, up upstreamRepo) (blobSource, error) {
+	if p.opts.Peers != nil && !f.peer.fromPeer {
+		if peer := p.opts.Peers.Owner(f.digest); peer != "" && f.peer.tryRemote() {
+			body, size, err := p.opts.Peers.Open(ctx, peer, f.peer.repo, f.digest, 0)
+			if err == nil {
+				return blobSource{body: body, size: size, from: peer}, nil
+			}
+			p.log.WarnContext(ctx, "blob owner unreachable: fetching from the upstream", "digest", f.digest, "peer", peer, "err", err)
+			f.peer.local()
+		}
+	}
+	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("blobs", f.digest), nil)
+	if err != nil {
+		return blobSource{}, err
+	}
+	size := int64(-1)
+	if cl := resp.Header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n >= 0 {
+			size = n
+		}
+	}
+	return blobSource{body: resp.Body, size: size}, nil
+}
+
+// resumeSource opens the rest of the blob from byte off on, after a
+// replica's stream broke: from the next owner among the replicas still
+// live, else from the upstream with a Range request, which must be
+// answered with exactly those bytes (206); an upstream that ignores the
+// range fails the fill, as a broken upstream stream does.
+func (p *Puller) resumeSource(ctx context.Context, f *fill, up upstreamRepo, off, size int64) (blobSource, error) {
+	if peer := p.opts.Peers.Owner(f.digest); peer != "" {
+		body, got, err := p.opts.Peers.Open(ctx, peer, f.peer.repo, f.digest, off)
+		switch {
+		case err != nil:
+			p.log.WarnContext(ctx, "next blob owner unreachable: resuming from the upstream", "digest", f.digest, "peer", peer, "err", err)
+		case got != size:
+			body.Close()
+			p.log.WarnContext(ctx, "next blob owner reports another size: resuming from the upstream", "digest", f.digest, "peer", peer, "size", got, "want", size)
+		default:
+			return blobSource{body: body, size: size, from: peer}, nil
+		}
+	}
+	f.peer.local()
+	rng := fmt.Sprintf("bytes=%d-%d", off, size-1)
+	resp, err := p.clients.do(ctx, up, http.MethodGet, up.url("blobs", f.digest), http.Header{"Range": {rng}})
+	if err != nil {
+		return blobSource{}, fmt.Errorf("resume from the upstream (%s): %w", rng, err)
+	}
+	want := fmt.Sprintf("bytes %d-%d/%d", off, size-1, size)
+	if resp.StatusCode != http.StatusPartialContent || resp.Header.Get("Content-Range") != want {
+		resp.Body.Close()
+		return blobSource{}, fmt.Errorf("resume from the upstream: asked for %s, got status %d, Content-Range %q (want 206, %q)",
+			rng, resp.StatusCode, resp.Header.Get("Content-Range"), want)
+	}
+	return blobSource{body: resp.Body, size: size}, nil
+}
+
+// sourceReader remembers the error of its source, to tell a broken
+// stream (resumable) from a failed write to the store (not).
+type sourceReader struct {
+	r   io.Reader
+	err error
+}
+
+func (s *sourceReader) Read(b []byte) (int, error) {
+	n, err := s.r.Read(b)
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.err = err
+	}
+	return n, err
 }
 
 // idleReader pushes the idle deadline back on every read.

@@ -36,6 +36,7 @@ type fill struct {
 	done       bool
 	err        error
 	repos      map[string]bool // local repositories to link on success
+	peer       peerState       // where the bytes come from in a cluster (blob.go)
 }
 
 func newFill(digest, upKey, repo string) *fill {

@@ -131,6 +131,11 @@ type Options struct {
 	// remembered, so that a client retrying a typo does not reach the
 	// upstream each time (default 1m; negative: not remembered).
 	NotFoundTTL time.Duration
+	// Peers is the cluster of replicas sharing the blob store: a cold blob
+	// a client asks for is streamed from the replica that owns its digest,
+	// which alone fetches it from the upstream (nil: no cluster, every
+	// fill fetches from the upstream).
+	Peers Peers
 }
 
 // Guard is the protocol with whatever deletes blobs (local.Repos): a

@@ -135,6 +135,8 @@ type Config struct {
 	StoreConfig `yaml:",inline"`
 	// MetaConfig: meta and the etcd section (metastore.go).
 	MetaConfig `yaml:",inline"`
+	// Cluster: replicas fetching each blob from the upstream once (cluster.go).
+	Cluster clusterConfig `yaml:"cluster"`
 }
 
 // limitsConfig is the limits: section: the HTTP server's limits, and the
@@ -189,6 +191,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	lifecycleFlags(fs)
 	storeFlags(fs)
 	metaFlags(fs)
+	clusterFlags(fs)
 }
 
 // loadConfig builds the Config from defaults, the config file, the
@@ -316,6 +319,7 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	if err := cfg.StoreConfig.load(fs, getenv); err != nil {
 		return cfg, err
 	}
+	cfg.Cluster.load(fs, getenv)
 	return cfg, cfg.validate()
 }
 
@@ -407,6 +411,9 @@ func (c Config) validate() error {
 		return err
 	}
 	if err := c.StoreConfig.validate(); err != nil {
+		return err
+	}
+	if err := c.Cluster.validate(); err != nil {
 		return err
 	}
 	if _, pct, _ := parseMaxSize(c.MaxSize); pct > 0 && c.Store == "s3" {

@@ -121,10 +121,17 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 		return err
 	}
 	defer repos.stop()
+	// The peer channel of a cluster of replicas (off without --peer-listen).
+	peers, err := openCluster(cfg.Cluster, log)
+	if err != nil {
+		return err
+	}
+	defer peers.close()
 	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry,
 		IdleTimeout: cfg.FillIdleTimeout, Transport: upstream, MaxFills: cfg.Limits.MaxUpstreamFetches, Observer: obs.cacheObserver(),
-		Upstreams: upstreams, Guard: repos.Repos, NotFoundTTL: cfg.NotFoundTTL})
-	defer puller.Close() // before meta closes: fills link what they commit
+		Upstreams: upstreams, Guard: repos.Repos, NotFoundTTL: cfg.NotFoundTTL, Peers: peers.peers()})
+	defer puller.Close()             // before meta closes: fills link what they commit
+	defer peers.serve(ctx, puller)() // stops before the puller closes
 	// Access times are flushed periodically and once more after the last
 	// request finished.
 	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
