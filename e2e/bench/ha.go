@@ -6,8 +6,10 @@ package main
 // `weed mini`), their metadata in one etcd, and, when the build has it,
 // the peer channel through which the owner of a digest fetches a cold
 // blob once for all of them; distribution-ha is as many of
-// distribution's proxies sharing one bucket of the same SeaweedFS (its
-// s3-aws driver), as its documentation has replicas share their storage.
+// distribution's proxies on the same bucket (its s3-aws driver), all
+// under one prefix of their own, as its documentation has replicas share their storage,
+// serving blob bytes itself rather than redirecting clients to the bucket
+// (regcache's default; distproxy --s3-redirect is distribution's).
 // Each has haproxy in front (round-robin per request, health checks: the
 // configuration of e2e/peers/haproxy.go), and the --ha-clients clients
 // pull through haproxy, as clients of a Service would. The reference is

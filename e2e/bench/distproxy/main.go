@@ -9,7 +9,9 @@
 // With --s3-bucket instead of --root it stores in an S3-compatible bucket
 // (distribution's s3-aws driver, path-style, the credentials from
 // AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), as replicas of it behind a
-// load balancer share their storage:
+// load balancer share their storage. Blob GETs are answered with the bytes,
+// not with distribution's default redirect to the bucket (--s3-redirect),
+// so that it serves what regcache serves by default:
 //
 //	distproxy --addr 127.0.0.1:5002 --remote http://127.0.0.1:5001 \
 //	    --s3-endpoint http://127.0.0.1:8333 --s3-bucket dist --s3-prefix /ha
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string) error {
 	s3Bucket := fs.String("s3-bucket", "", "store in this existing S3 bucket (s3-aws driver) instead of --root")
 	s3Prefix := fs.String("s3-prefix", "", "rootdirectory of the s3-aws driver: key prefix inside --s3-bucket, e.g. /dist")
 	s3Region := fs.String("s3-region", "us-east-1", "S3 signing region of --s3-bucket")
+	s3Redirect := fs.Bool("s3-redirect", false, "answer blob GETs with a redirect to a presigned URL of the bucket (distribution's default on S3); "+
+		"false: the proxy serves the bytes, as regcache does without --s3-redirect")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -91,6 +95,7 @@ func run(ctx context.Context, args []string) error {
 			"forcepathstyle": true,
 			"secure":         !strings.HasPrefix(*s3Endpoint, "http://"),
 		}
+		storage["redirect"] = configuration.Parameters{"disable": !*s3Redirect}
 	}
 	cfg := &configuration.Configuration{Version: configuration.MajorMinorVersion(0, 1), Storage: storage}
 	cfg.Log.Level = configuration.Loglevel(*level)
