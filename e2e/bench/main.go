@@ -141,7 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.BoolVar(&o.Micro, "micro", true, "also run the micro-benchmarks (go test -bench of the path parser, rule matcher and manifest hit path) and report them")
 	fs.StringVar(&o.MicroBenchtime, "micro-benchtime", "1s", "-benchtime of the micro-benchmarks")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes for a quick check that every scenario runs against every server (what CI runs); flags given explicitly still apply")
-	fs.DurationVar(&o.Timeout, "timeout", 20*time.Minute, "bound on the whole run; children are killed when it passes")
+	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "bound on the whole run; children are killed when it passes")
 	fs.StringVar(&o.JSONPath, "json", filepath.Join(os.TempDir(), "regcache-bench.json"), "where to write the JSON result")
 	fs.BoolVar(&o.WriteMD, "write-md", false, "write the tables and machine description into the file named by --md")
 	fs.StringVar(&o.MDPath, "md", "", "markdown file updated by --write-md (default BENCHMARKS.md at the module root)")
@@ -245,9 +245,10 @@ over nginx's processes, and over the replicas and haproxy of an ha server;
 SeaweedFS and etcd are reported apart); the Go servers' peak goroutines
 and allocations per request from a probe in the process (e2e/bench/probe,
 summed over replicas). The ha servers need SeaweedFS, etcd and haproxy
-(.ci/install-peers). Default
-sizes take under 10 minutes on two cores (8 on a busy one); --smoke
-takes seconds once the servers are built.
+(.ci/install-peers). Default sizes take under 10 minutes on two cores (8
+on a busy one) without the ha group, which adds a few more (48 pulls of
+the image per server, cold and warm); --smoke takes seconds once the
+servers are built.
 
 Examples:
   go run ./e2e/bench                                  # default sizes; table + JSON

@@ -36,7 +36,7 @@ var (
 		srvNginx:        "Debian's nginx with proxy_cache and proxy_cache_lock in front of the upstream",
 		srvRegcacheHA: "--ha-replicas regcache replicas behind haproxy: blobs in one S3 bucket (SeaweedFS), metadata in etcd, " +
 			"the peer channel when the build has it (ha scenarios only)",
-		srvDistributionHA: "--ha-replicas distribution proxies behind haproxy, sharing one S3 bucket of the same SeaweedFS (ha scenarios only)",
+		srvDistributionHA: "--ha-replicas distribution proxies behind haproxy, sharing a prefix of the same S3 bucket, serving the bytes (no redirect to the bucket; ha scenarios only)",
 	}
 )
 
