@@ -29,10 +29,11 @@ type fill struct {
 	size       int64         // expected size; -1 when the upstream sent none
 	temp       string        // temporary file, readable while the fill runs
 	written    int64
-	woken      int64     // written at the last wake-up
-	wokenAt    time.Time // time of the last wake-up
-	verified   bool      // size and digest verified: every byte may be read
-	committing bool      // linking has begun: no more repositories join
+	woken      int64       // written at the last wake-up
+	wokenAt    time.Time   // time of the last wake-up
+	late       *time.Timer // wakes waiters for bytes no wake-up covered yet
+	verified   bool        // size and digest verified: every byte may be read
+	committing bool        // linking has begun: no more repositories join
 	done       bool
 	err        error
 	repos      map[string]bool // local repositories to link on success
@@ -69,6 +70,23 @@ func (f *fill) progress(n int64) {
 	f.written += n
 	if now := time.Now(); f.written-f.woken >= wakeBytes || now.Sub(f.wokenAt) >= wakeInterval {
 		f.woken, f.wokenAt = f.written, now
+		f.broadcast()
+	} else if f.late == nil {
+		// The upstream may pause right after these bytes (a slow or
+		// stalled upstream, or a peer replica waiting for its own):
+		// waiters get them within wakeInterval all the same, not at the
+		// next write.
+		f.late = time.AfterFunc(wakeInterval, f.wakeLate)
+	}
+	f.mu.Unlock()
+}
+
+// wakeLate wakes the waiters for bytes written since the last wake-up.
+func (f *fill) wakeLate() {
+	f.mu.Lock()
+	f.late = nil
+	if f.written > f.woken {
+		f.woken, f.wokenAt = f.written, time.Now()
 		f.broadcast()
 	}
 	f.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -496,4 +497,34 @@ func waitLinked(t *testing.T, f *fixture, repo, digest string) {
 			t.Fatalf("%s was not linked to %s", digest, repo)
 		}
 	}
+}
+
+// TestWaitersGetBytesWhenTheUpstreamPauses: bytes written within the wake
+// interval of the last wake-up, and then nothing more for a while (an
+// upstream that pauses, or a peer replica waiting for its own upstream),
+// reach the waiters within the wake interval, not at the next write.
+func TestWaitersGetBytesWhenTheUpstreamPauses(t *testing.T) {
+	t.Parallel()
+	synctest.Test(t, func(t *testing.T) {
+		f := newFill("sha256:"+strings.Repeat("0", 64), "up", "hub/app")
+		f.start(1000, "")
+		f.progress(100) // the first bytes wake at once
+		var woke atomic.Bool
+		go func() {
+			if f.wait(t.Context(), func() bool { return f.written >= 200 }) == nil {
+				woke.Store(true)
+			}
+		}()
+		synctest.Wait()
+		f.progress(100) // within the wake interval: no wake-up now; then the upstream pauses
+		synctest.Wait()
+		if woke.Load() {
+			t.Fatal("the waiter woke at once: the test proves nothing")
+		}
+		time.Sleep(wakeInterval)
+		synctest.Wait()
+		if !woke.Load() {
+			t.Fatalf("a waiter for bytes written %v ago, with nothing written since, is still waiting", wakeInterval)
+		}
+	})
 }

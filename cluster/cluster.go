@@ -199,7 +199,7 @@ func (c *Cluster) Run(ctx context.Context) {
 			wg.Go(func() {
 				err := c.ping(ctx, a)
 				if ctx.Err() == nil {
-					c.members.set(a, err == nil, err)
+					c.members.pinged(a, err)
 				}
 			})
 		}

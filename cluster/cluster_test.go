@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -384,5 +386,36 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		if _, err := New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("New(%+v): %v, want an error with %q", tc.cfg.Peers, err, tc.want)
 		}
+	}
+}
+
+// TestPingStrikes: a live member whose pings time out stays in the hash
+// for pingStrikes-1 failures (a replica busy streaming is not dropped on
+// one slow answer, which would make replicas disagree on owners), and
+// leaves it at the next; a refused connection takes it out at once.
+func TestPingStrikes(t *testing.T) {
+	t.Parallel()
+	m := &membership{self: "127.0.0.1:1", log: slog.New(slog.DiscardHandler), live: map[string]bool{"127.0.0.1:2": true, "127.0.0.1:3": true}}
+	slow := context.DeadlineExceeded
+	for i := 1; i < pingStrikes; i++ {
+		m.pinged("127.0.0.1:2", slow)
+		if got := fmt.Sprint(m.liveMembers()); got != "[127.0.0.1:1 127.0.0.1:2 127.0.0.1:3]" {
+			t.Fatalf("after %d slow pings, live %s: want the member kept", i, got)
+		}
+	}
+	m.pinged("127.0.0.1:2", nil) // an answer resets the count
+	for i := 1; i < pingStrikes; i++ {
+		m.pinged("127.0.0.1:2", slow)
+	}
+	if got := fmt.Sprint(m.liveMembers()); got != "[127.0.0.1:1 127.0.0.1:2 127.0.0.1:3]" {
+		t.Fatalf("failures before an answer counted after it: live %s", got)
+	}
+	m.pinged("127.0.0.1:2", slow)
+	if got := fmt.Sprint(m.liveMembers()); got != "[127.0.0.1:1 127.0.0.1:3]" {
+		t.Fatalf("after %d slow pings in a row, live %s: want the member out", pingStrikes, got)
+	}
+	m.pinged("127.0.0.1:3", &net.OpError{Op: "dial", Err: os.NewSyscallError("connect", syscall.ECONNREFUSED)})
+	if got := fmt.Sprint(m.liveMembers()); got != "[127.0.0.1:1]" {
+		t.Fatalf("after a refused connection, live %s: want the member out at once", got)
 	}
 }

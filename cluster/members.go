@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"log/slog"
 	"net"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -44,9 +46,17 @@ type membership struct {
 	resolver *net.Resolver
 	log      *slog.Logger
 
-	mu   sync.Mutex
-	live map[string]bool // every known member but self: answering?
+	mu    sync.Mutex
+	live  map[string]bool // every known member but self: answering?
+	fails map[string]int  // pings that failed in a row, by member
 }
+
+// pingStrikes is how many pings in a row a live member may fail (time
+// out, say, on a replica busy streaming) before it leaves the hash:
+// replicas that drop a member at different moments disagree on owners,
+// which costs upstream fetches. A refused connection, or a stream that
+// broke, takes it out at once (set).
+const pingStrikes = 3
 
 // live returns self and the members that answer, sorted.
 func (m *membership) liveMembers() []string {
@@ -62,12 +72,35 @@ func (m *membership) liveMembers() []string {
 	return out
 }
 
+// pinged records the answer to a ping of addr: a member that answers is
+// live; one that failed is out after pingStrikes failures in a row, or at
+// once when nothing listens at its address.
+func (m *membership) pinged(addr string, why error) {
+	if why == nil || errors.Is(why, syscall.ECONNREFUSED) {
+		m.set(addr, why == nil, why)
+		return
+	}
+	m.mu.Lock()
+	if m.fails == nil {
+		m.fails = map[string]int{}
+	}
+	m.fails[addr]++
+	out := m.fails[addr] >= pingStrikes
+	m.mu.Unlock()
+	if out {
+		m.set(addr, false, why)
+	}
+}
+
 // set records whether addr answers, logging changes.
 func (m *membership) set(addr string, up bool, why error) {
 	m.mu.Lock()
 	was, known := m.live[addr]
 	if known {
 		m.live[addr] = up
+	}
+	if up {
+		delete(m.fails, addr)
 	}
 	m.mu.Unlock()
 	switch {
