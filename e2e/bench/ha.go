@@ -376,6 +376,10 @@ func (b *bench) withHA(ctx context.Context, server, id, data string, f func(*chi
 	backing := []*child{s3}
 	n := b.opts.HAReplicas
 	var replica func(i int) childSpec
+	// regcache's peer channel: the flags of replica i, and the peer
+	// addresses.
+	var peerArgs func(i int) []string
+	var peerAddrs []string
 	checkPath := "/readyz"
 	switch server {
 	case srvRegcacheHA:
@@ -388,9 +392,8 @@ func (b *bench) withHA(ctx context.Context, server, id, data string, f func(*chi
 		if err := b.writeRegcacheConfig(cfg); err != nil {
 			return err
 		}
-		var peerArgs func(i int) []string
 		if h.peerChannel {
-			if peerArgs, err = b.peerFlags(data, n); err != nil {
+			if peerArgs, peerAddrs, err = b.peerFlags(data, n); err != nil {
 				return err
 			}
 		}
@@ -444,6 +447,15 @@ func (b *bench) withHA(ctx context.Context, server, id, data string, f func(*chi
 		replicas = append(replicas, r)
 		addrs = append(addrs, r.addr)
 	}
+	if peerAddrs != nil {
+		// A replica that has not yet seen another up fetches that one's
+		// digests itself: nothing is measured before they all have.
+		t := time.Now()
+		if err := waitMembers(ctx, replicas, peerAddrs); err != nil {
+			return err
+		}
+		b.logf("%s: every replica sees the %d others up after %v", server, n-1, time.Since(t).Round(time.Millisecond))
+	}
 	front, err := startChild(ctx, b.procs, childSpec{
 		name: server, bin: h.bins.haproxy, log: filepath.Join(b.work, "logs", id+"-haproxy.log"),
 		args: func(addr string) ([]string, error) {
@@ -466,27 +478,66 @@ func (b *bench) withHA(ctx context.Context, server, id, data string, f func(*chi
 
 // peerFlags writes the replicas' shared peer secret under dir and returns
 // the peer channel flags of replica i of n, each on a loopback port chosen
-// now (every replica must know all the others' before any starts).
-func (b *bench) peerFlags(dir string, n int) (func(i int) []string, error) {
+// now (every replica must know all the others' before any starts), and
+// those addresses.
+func (b *bench) peerFlags(dir string, n int) (func(i int) []string, []string, error) {
 	secret := make([]byte, 32)
 	if _, err := crand.Read(secret); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	file := filepath.Join(dir, "peer-secret")
 	if err := os.WriteFile(file, []byte(hex.EncodeToString(secret)), 0o600); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	peers := make([]string, n)
 	for i := range peers {
 		a, err := freeAddr()
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		peers[i] = a
 	}
 	return func(i int) []string {
 		return []string{"--peer-listen", peers[i], "--peer-advertise", peers[i], "--peers", strings.Join(peers, ","), "--peer-secret-file", file}
-	}, nil
+	}, peers, nil
+}
+
+// membersTimeout bounds waitMembers: replicas ping each other about every
+// second.
+const membersTimeout = 30 * time.Second
+
+// waitMembers waits until replica i has logged every other replica's peer
+// address as up (regcache's "cluster member up" line), for every i.
+func waitMembers(ctx context.Context, replicas []*child, peerAddrs []string) error {
+	ctx, cancel := context.WithTimeout(ctx, membersTimeout)
+	defer cancel()
+	for {
+		missing := ""
+		for i, r := range replicas {
+			log, err := os.ReadFile(r.log)
+			if err != nil {
+				return err
+			}
+			for j, a := range peerAddrs {
+				if j != i && !strings.Contains(string(log), fmt.Sprintf(`msg="cluster member up" component=cluster peer=%s`, a)) {
+					missing = fmt.Sprintf("%s has not seen replica %d (%s) up", r.name, j, a)
+				}
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		for _, r := range replicas {
+			if r.exited() {
+				return fmt.Errorf("%s exited (%v); output:\n%s", r.name, r.err, r.tail(4096))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("replicas not all up to each other after %v: %s", membersTimeout, missing)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // haproxyConfig is the load balancer of the ha servers: the configuration

@@ -1,13 +1,16 @@
 package main
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/regcache/regcache/e2e/peers"
 )
@@ -68,7 +71,7 @@ func TestPeerFlags(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	b := &bench{}
-	flags, err := b.peerFlags(dir, 3)
+	flags, addrs, err := b.peerFlags(dir, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +98,7 @@ func TestPeerFlags(t *testing.T) {
 			t.Errorf("replica %d: secret file: %d bytes, %v; want at least 32", i, len(secret), err)
 		}
 	}
-	if got := strings.Split(value(flags(0), "--peers"), ","); !slices.Equal(got, listens) {
+	if got := strings.Split(value(flags(0), "--peers"), ","); !slices.Equal(got, listens) || !slices.Equal(addrs, listens) {
 		t.Errorf("--peers %v, want every replica's address %v", got, listens)
 	}
 	if len(slices.Compact(slices.Sorted(slices.Values(listens)))) != 3 {
@@ -161,5 +164,47 @@ func TestHAMarkdown(t *testing.T) {
 	}
 	if strings.Count(md, "| cold-1 |") != 2 { // transfers, requests; not the ha table
 		t.Errorf("cold-1 in %d tables, want 2 (not the ha table):\n%s", strings.Count(md, "| cold-1 |"), md)
+	}
+}
+
+// TestWaitMembers: the replicas count as formed once each has logged every
+// other one's peer address as up, and not before.
+func TestWaitMembers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	addrs := []string{"127.0.0.1:1001", "127.0.0.1:1002", "127.0.0.1:1003"}
+	up := func(a string) string { return `msg="cluster member up" component=cluster peer=` + a + "\n" }
+	var replicas []*child
+	for i := range addrs {
+		r := &child{name: "replica " + strconv.Itoa(i), log: filepath.Join(dir, strconv.Itoa(i)+".log"), done: make(chan struct{})}
+		var log string
+		for j, a := range addrs {
+			if j != i {
+				log += "time=... level=INFO " + up(a)
+			}
+		}
+		if i == 2 { // replica 2 has not seen replica 0 yet
+			log = strings.Replace(log, up(addrs[0]), "", 1)
+		}
+		if err := os.WriteFile(r.log, []byte(log), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		replicas = append(replicas, r)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	if err := waitMembers(ctx, replicas, addrs); err == nil || !strings.Contains(err.Error(), "replica 2 has not seen replica 0") {
+		t.Fatalf("waitMembers with replica 2 missing replica 0: %v, want an error saying so", err)
+	}
+	f, err := os.OpenFile(replicas[2].log, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(up(addrs[0])); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := waitMembers(t.Context(), replicas, addrs); err != nil {
+		t.Fatalf("waitMembers with every replica up to the others: %v", err)
 	}
 }
