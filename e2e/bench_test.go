@@ -3,12 +3,15 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"go/build"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/regcache/regcache/e2e/peers"
 )
 
 // benchRuns lists every scenario and the servers it runs against: the smoke
@@ -24,7 +27,14 @@ var benchRuns = map[string][]string{
 	"small-blobs-cold": {"direct", "regcache", "distribution", "nginx"},
 	"small-blobs-warm": {"static", "regcache", "distribution", "nginx"},
 	"many-tags":        {"direct", "regcache", "distribution", "nginx"},
+	"ha-cold":          {"regcache", "regcache-ha", "distribution-ha"},
+	"ha-warm":          {"regcache", "regcache-ha", "distribution-ha"},
 }
+
+// benchHAServers are made of replicas behind haproxy, on SeaweedFS (and
+// etcd): their processes are the replicas and haproxy, and the shared
+// services are measured apart.
+var benchHAServers = map[string]bool{"regcache-ha": true, "distribution-ha": true}
 
 // benchLoads are the request-rate scenarios and their kinds of request.
 var benchLoads = map[string][]string{
@@ -40,6 +50,7 @@ var benchColumns = []string{
 	"manifest_ttfb_ms", "first_layer_ttfb_ms", "server_cpu_seconds", "server_cpu_seconds_per_gb",
 	"server_cpu_us_per_request", "server_peak_rss_mib", "server_peak_threads", "server_processes",
 	"pre_touch_mib", "pre_touch_seconds_per_gb", "client_cpu_seconds", "errors",
+	"replicas", "balancer_cpu_seconds", "backing_cpu_seconds", "backing_peak_rss_mib",
 }
 
 // benchProbeColumns are numbers for Go servers and null for nginx.
@@ -48,9 +59,9 @@ var benchProbeColumns = []string{"server_peak_goroutines", "server_allocs_per_re
 // TestBenchSmoke runs the benchmark program (go run ./e2e/bench --smoke:
 // tiny sizes) and checks that it completes and reports every column for
 // every scenario and server, that nginx's cache fetched each blob once and
-// served warm scenarios from its cache, and that the micro-benchmarks ran.
-// It asserts no timing: only that the figures exist and that counts add
-// up.
+// served warm scenarios from its cache, that regcache's replicas fetched
+// each blob once between them, and that the micro-benchmarks ran. It
+// asserts no timing: only that the figures exist and that counts add up.
 func TestBenchSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs seven servers; skipped with -short")
@@ -60,12 +71,19 @@ func TestBenchSmoke(t *testing.T) {
 	if err != nil {
 		t.Skipf("go command not found: %v", err)
 	}
-	if _, err := exec.LookPath("nginx"); err != nil {
-		if _, serr := os.Stat("/usr/sbin/nginx"); serr != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("nginx not found (run .ci/install-peers): %v", err)
+	for _, p := range []struct{ bin, fallback string }{
+		{"nginx", "/usr/sbin/nginx"},
+		{"haproxy", "/usr/sbin/haproxy"},
+		{"etcd", "/usr/bin/etcd"},
+		{"weed-" + peers.SeaweedFSVersion, filepath.Join(build.Default.GOPATH, "bin", "weed-"+peers.SeaweedFSVersion)},
+	} {
+		if _, err := exec.LookPath(p.bin); err != nil {
+			if _, serr := os.Stat(p.fallback); serr != nil {
+				if os.Getenv("CI") == "true" {
+					t.Fatalf("%s not found (run .ci/install-peers): %v", p.bin, err)
+				}
+				t.Skipf("%s not found (run .ci/install-peers): %v", p.bin, err)
 			}
-			t.Skipf("nginx not found (run .ci/install-peers): %v", err)
 		}
 	}
 	dir := t.TempDir()
@@ -104,6 +122,12 @@ func TestBenchSmoke(t *testing.T) {
 	if v, _ := report.Config["nginx_version"].(string); !strings.HasPrefix(v, "nginx/") {
 		t.Errorf("config.nginx_version = %q, want nginx/<version>", v)
 	}
+	replicas, _ := report.Config["ha_replicas"].(float64)
+	peerChannel, ok := report.Config["ha_peer_channel"].(bool)
+	if replicas < 2 || !ok {
+		t.Errorf("config.ha_replicas = %v, ha_peer_channel = %v; want at least 2 replicas, and whether they ran with the peer channel",
+			report.Config["ha_replicas"], report.Config["ha_peer_channel"])
+	}
 
 	seen := map[[2]string]map[string]any{}
 	for _, r := range report.Results {
@@ -124,6 +148,9 @@ func TestBenchSmoke(t *testing.T) {
 				continue
 			}
 			checkBenchResult(t, scenario, server, r)
+			if benchHAServers[server] || strings.HasPrefix(scenario, "ha-") {
+				checkHAResult(t, scenario, server, r, replicas, peerChannel)
+			}
 		}
 	}
 	if len(report.Results) != pairs {
@@ -167,8 +194,8 @@ func checkBenchResult(t *testing.T, scenario, server string, r map[string]any) {
 			t.Errorf("%s / %s: %s = %v; want a number for a Go server, null for nginx", scenario, server, k, v)
 		}
 	}
-	if procs := num("server_processes"); (server == "nginx") != (procs > 1) {
-		t.Errorf("%s / %s: %v processes summed; want master and workers for nginx, one process otherwise", scenario, server, procs)
+	if procs := num("server_processes"); (server == "nginx" || benchHAServers[server]) != (procs > 1) {
+		t.Errorf("%s / %s: %v processes summed; want master and workers for nginx, replicas and haproxy for an ha server, one process otherwise", scenario, server, procs)
 	}
 	for _, k := range []string{"wall_seconds", "requests", "requests_per_s", "latency_p99_ms", "ttfb_p99_ms", "server_peak_rss_mib", "server_peak_threads"} {
 		if num(k) <= 0 {
@@ -215,6 +242,38 @@ func checkBenchResult(t *testing.T, scenario, server string, r map[string]any) {
 	// Caches that coalesce fetch the image once, however many clients.
 	if strings.HasPrefix(scenario, "cold-16") && (server == "regcache" || server == "nginx") && num("upstream_bytes_per_image_byte") > 1.01 {
 		t.Errorf("%s / %s: upstream/image %v, want one fetch (<= 1.01)", scenario, server, r["upstream_bytes_per_image_byte"])
+	}
+}
+
+// checkHAResult checks the figures of a replicated server (or of the one
+// regcache it is compared with): replicas and haproxy summed, the shared
+// services apart, and one upstream fetch per blob where the replicas share
+// fills (regcache with the peer channel) or there is one replica.
+func checkHAResult(t *testing.T, scenario, server string, r map[string]any, replicas float64, peerChannel bool) {
+	t.Helper()
+	num := func(k string) float64 { v, _ := r[k].(float64); return v }
+	if !benchHAServers[server] {
+		if num("replicas") != 0 || num("backing_peak_rss_mib") != 0 || num("balancer_cpu_seconds") != 0 {
+			t.Errorf("%s / %s: replicas %v, backing RSS %v, balancer CPU %v; want none for one server", scenario, server,
+				r["replicas"], r["backing_peak_rss_mib"], r["balancer_cpu_seconds"])
+		}
+		if scenario == "ha-cold" && num("upstream_bytes_per_image_byte") > 1.01 {
+			t.Errorf("%s / %s: upstream/image %v, want one fetch (<= 1.01)", scenario, server, r["upstream_bytes_per_image_byte"])
+		}
+		return
+	}
+	if got := num("replicas"); got != replicas || num("server_processes") != replicas+1 {
+		t.Errorf("%s / %s: %v replicas, %v processes; want %v replicas and haproxy", scenario, server, got, r["server_processes"], replicas)
+	}
+	if num("backing_peak_rss_mib") <= 0 {
+		t.Errorf("%s / %s: backing_peak_rss_mib %v, want SeaweedFS's (and etcd's) RSS", scenario, server, r["backing_peak_rss_mib"])
+	}
+	if num("balancer_cpu_seconds") > num("server_cpu_seconds") {
+		t.Errorf("%s / %s: haproxy's CPU %v above the server's %v, which includes it", scenario, server, r["balancer_cpu_seconds"], r["server_cpu_seconds"])
+	}
+	if scenario == "ha-cold" && server == "regcache-ha" && peerChannel && num("upstream_bytes_per_image_byte") > 1.05 {
+		t.Errorf("%s / %s: upstream/image %v with the peer channel, want one fetch per blob between the replicas (<= 1.05)",
+			scenario, server, r["upstream_bytes_per_image_byte"])
 	}
 }
 

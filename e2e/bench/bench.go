@@ -37,6 +37,9 @@ type bench struct {
 	// regcacheArgs are added to regcache's command line (the eviction run).
 	regcacheArgs []string
 	eviction     *EvictionResult
+	// ha are the services of the replicated servers; nil when no ha
+	// scenario runs against them.
+	ha *haServices
 }
 
 // run prepares everything and runs every selected scenario. It returns the
@@ -66,6 +69,11 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 			return nil, err
 		}
 	}
+	if b.wantHA() {
+		if err := b.prepareHA(ctx); err != nil {
+			return nil, err
+		}
+	}
 	if err := b.prepare(ctx); err != nil {
 		return nil, err
 	}
@@ -80,11 +88,17 @@ func (b *bench) run(ctx context.Context) (*Report, error) {
 			ManifestClients: b.opts.ManifestClients, DurationPerServer: b.opts.Duration.Seconds(),
 			Tags: b.opts.Tags, TagTTLSeconds: b.opts.TagTTL.Seconds(), PageSize: b.opts.PageSize,
 			PreTouch: b.opts.PreTouch, Servers: b.opts.Servers,
+			HAReplicas: b.opts.HAReplicas, HAClients: b.opts.HAClients,
 			Revision: gitRevision(ctx, root), Started: started.UTC().Format(time.RFC3339),
 		},
 	}
 	if b.nginx != "" {
 		report.Config.NginxVersion = nginxVersion(ctx, b.nginx)
+	}
+	if b.ha != nil {
+		pc := b.ha.peerChannel
+		report.Config.HAPeerChannel = &pc
+		report.Config.HAProxyVersion, report.Config.SeaweedFSVersion = b.ha.haproxyVersion, seaweedFSVersion
 	}
 	err = b.scenarios(ctx)
 	if err == nil && b.opts.Micro {
@@ -301,25 +315,14 @@ func (b *bench) withCache(ctx context.Context, server string, f func(*child) err
 		return err
 	}
 	defer os.RemoveAll(data)
+	if slices.Contains(haServers, server) {
+		return b.withHA(ctx, server, id, data, f)
+	}
 	spec := childSpec{name: server, log: filepath.Join(b.work, "logs", id+".log"), probe: true}
 	switch server {
 	case srvRegcache:
 		cfg := filepath.Join(b.work, "data", id+".yaml")
-		// The upstream plays docker.io; one wildcard rule maps bench/* to
-		// it, and the many-tags repository has its own rule with a short
-		// tag TTL.
-		yaml := fmt.Sprintf(`upstreams:
-  docker.io: %s
-rules:
-  - name: bench
-    source: docker.io/bench/*
-    target: bench/*
-  - name: bench-tags
-    source: docker.io/%s
-    target: %s
-    tagTTL: %s
-`, b.upstream.URL(), b.tags.Repo, b.tags.Repo, b.opts.TagTTL)
-		if err := os.WriteFile(cfg, []byte(yaml), 0o644); err != nil {
+		if err := b.writeRegcacheConfig(cfg); err != nil {
 			return err
 		}
 		defer os.Remove(cfg)
@@ -352,6 +355,24 @@ rules:
 	}
 	defer c.stop()
 	return f(c)
+}
+
+// writeRegcacheConfig writes regcache's configuration file: the upstream
+// plays docker.io; one wildcard rule maps bench/* to it, and the many-tags
+// repository has its own rule with a short tag TTL.
+func (b *bench) writeRegcacheConfig(path string) error {
+	yaml := fmt.Sprintf(`upstreams:
+  docker.io: %s
+rules:
+  - name: bench
+    source: docker.io/bench/*
+    target: bench/*
+  - name: bench-tags
+    source: docker.io/%s
+    target: %s
+    tagTTL: %s
+`, b.upstream.URL(), b.tags.Repo, b.tags.Repo, b.opts.TagTTL)
+	return os.WriteFile(path, []byte(yaml), 0o644)
 }
 
 // failed records a scenario that could not run.

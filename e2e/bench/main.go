@@ -94,9 +94,12 @@ type Options struct {
 	// RegcacheMetrics runs regcache with its metrics on (the default) or
 	// off (--metrics=false), to measure what they cost.
 	RegcacheMetrics bool
-	Servers         []string
-	Scenarios       []string
-	Evict           evictOptions
+	// HAReplicas and HAClients size the ha scenarios.
+	HAReplicas int
+	HAClients  int
+	Servers    []string
+	Scenarios  []string
+	Evict      evictOptions
 }
 
 // smokeSizes are the flag values --smoke sets, unless given explicitly:
@@ -108,6 +111,7 @@ var smokeSizes = map[string]string{
 	"manifest-clients": "8", "duration": "1s", "tags": "250", "page-size": "100",
 	"micro-benchtime": "100x", "timeout": "5m",
 	"evict-total": "16MiB", "evict-limit": "6MiB", "evict-layer-size": "1MiB",
+	"ha-clients": "6",
 }
 
 func parseFlags(args []string, stderr io.Writer) (Options, error) {
@@ -137,7 +141,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.BoolVar(&o.Micro, "micro", true, "also run the micro-benchmarks (go test -bench of the path parser, rule matcher and manifest hit path) and report them")
 	fs.StringVar(&o.MicroBenchtime, "micro-benchtime", "1s", "-benchtime of the micro-benchmarks")
 	fs.BoolVar(&o.Smoke, "smoke", false, "tiny sizes for a quick check that every scenario runs against every server (what CI runs); flags given explicitly still apply")
-	fs.DurationVar(&o.Timeout, "timeout", 20*time.Minute, "bound on the whole run; children are killed when it passes")
+	fs.DurationVar(&o.Timeout, "timeout", 30*time.Minute, "bound on the whole run; children are killed when it passes")
 	fs.StringVar(&o.JSONPath, "json", filepath.Join(os.TempDir(), "regcache-bench.json"), "where to write the JSON result")
 	fs.BoolVar(&o.WriteMD, "write-md", false, "write the tables and machine description into the file named by --md")
 	fs.StringVar(&o.MDPath, "md", "", "markdown file updated by --write-md (default BENCHMARKS.md at the module root)")
@@ -145,8 +149,10 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	fs.BoolVar(&o.Keep, "keep", false, "keep the work directory (with the servers' logs) at the end")
 	fs.BoolVar(&o.Verify, "verify", true, "clients check the size and sha256 digest of every body they read")
 	fs.BoolVar(&o.RegcacheMetrics, "regcache-metrics", true, "run regcache with its Prometheus metrics on; false measures what they cost (serve --metrics=false)")
+	fs.IntVar(&o.HAReplicas, "ha-replicas", 3, "replicas of regcache-ha and distribution-ha, behind one haproxy each")
+	fs.IntVar(&o.HAClients, "ha-clients", 48, "concurrent clients of ha-cold and ha-warm, pulling through haproxy")
 	servers := fs.String("servers", "", "comma-separated subset of servers to run (default all): "+strings.Join(allServers, ","))
-	scenarios := fs.String("scenarios", "", "comma-separated subset of scenarios to run (default all; small-blobs means both small-blobs scenarios): "+strings.Join(append(scenarioNames(), scEvict), ","))
+	scenarios := fs.String("scenarios", "", "comma-separated subset of scenarios to run (default all; small-blobs means both small-blobs scenarios, ha both ha scenarios): "+strings.Join(append(scenarioNames(), scEvict), ","))
 	evictFlags(fs, &o.Evict)
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -172,7 +178,7 @@ func parseFlags(args []string, stderr io.Writer) (Options, error) {
 	if o.Servers, err = subset("server", *servers, allServers, nil); err != nil {
 		return o, err
 	}
-	if o.Scenarios, err = subset("scenario", *scenarios, append(scenarioNames(), scEvict), map[string][]string{aliasSmall: {scSmallCold, scSmallWarm}}); err != nil {
+	if o.Scenarios, err = subset("scenario", *scenarios, append(scenarioNames(), scEvict), map[string][]string{aliasSmall: {scSmallCold, scSmallWarm}, aliasHA: {scHACold, scHAWarm}}); err != nil {
 		return o, err
 	}
 	return o, nil
@@ -187,11 +193,14 @@ func (o Options) validate() error {
 		{"layers", int64(o.Layers)}, {"layer-size", o.LayerSize}, {"clients", int64(o.Clients)}, {"big-blob-size", o.BigBlobSize},
 		{"small-layers", int64(o.SmallLayers)}, {"small-min", o.SmallMin}, {"fanout-clients", int64(o.FanoutClients)},
 		{"fanout-layers", int64(o.FanoutLayers)}, {"fanout-layer-size", o.FanoutLayerSize}, {"manifest-clients", int64(o.ManifestClients)},
-		{"tags", int64(o.Tags)}, {"page-size", int64(o.PageSize)},
+		{"tags", int64(o.Tags)}, {"page-size", int64(o.PageSize)}, {"ha-clients", int64(o.HAClients)},
 	} {
 		if f.v < 1 {
 			return fmt.Errorf("--%s %d: must be at least 1", f.name, f.v)
 		}
+	}
+	if o.HAReplicas < 2 {
+		return fmt.Errorf("--ha-replicas %d: must be at least 2 (replicas sharing one store)", o.HAReplicas)
 	}
 	if o.SmallMax < o.SmallMin {
 		return fmt.Errorf("--small-max %s is below --small-min %s", formatSize(o.SmallMax), formatSize(o.SmallMin))
@@ -221,7 +230,7 @@ BENCHMARKS.md for how to read them.
 Servers:
 `)
 	for _, s := range allServers {
-		fmt.Fprintf(w, "  %-13s %s\n", s, serverDocs[s])
+		fmt.Fprintf(w, "  %-15s %s\n", s, serverDocs[s])
 	}
 	fmt.Fprint(w, "\nScenarios (in the order they run; each against the servers listed):\n")
 	for _, sc := range scenarioList {
@@ -232,16 +241,21 @@ Servers:
 Cold scenarios run on a fresh instance of each cache (new process, empty
 data directory); warm ones on the instance the group's cold scenario
 filled. Every server's CPU, peak RSS and threads come from /proc (summed
-over nginx's processes); the Go servers' peak goroutines and allocations
-per request from a probe in the process (e2e/bench/probe). Default
-sizes take under 10 minutes on two cores (8 on a busy one); --smoke
-takes seconds once the servers are built.
+over nginx's processes, and over the replicas and haproxy of an ha server;
+SeaweedFS and etcd are reported apart); the Go servers' peak goroutines
+and allocations per request from a probe in the process (e2e/bench/probe,
+summed over replicas). The ha servers need SeaweedFS, etcd and haproxy
+(.ci/install-peers). Default sizes take under 10 minutes on two cores (8
+on a busy one) without the ha group, which adds a few more (48 pulls of
+the image per server, cold and warm); --smoke takes seconds once the
+servers are built.
 
 Examples:
   go run ./e2e/bench                                  # default sizes; table + JSON
   go run ./e2e/bench --write-md                       # and update BENCHMARKS.md
   go run ./e2e/bench --smoke                          # every scenario and server, tiny sizes
   go run ./e2e/bench --servers regcache,nginx,static --scenarios manifests --duration 10s
+  go run ./e2e/bench --scenarios ha --micro=false      # the replicas: regcache-ha, distribution-ha, one regcache
 
 Flags:
 `)

@@ -50,14 +50,29 @@ func (b *bench) measure(ctx context.Context, sc *scenario, server string, c *chi
 	if err != nil {
 		fail(err)
 	}
-	p0 := b.probeCall(ctx, c, "begin", fail)
+	// A replicated server: its balancer's share, and its backing services
+	// (measured apart).
+	balancer, backing := []int{c.Pid()}, c.backingPids()
+	lb0, _ := cpuSeconds(balancer)
+	backingReset := resetPeak(backing) == nil
+	backingSampler := sampleRSS(backing)
+	back0, err := cpuSeconds(backing)
+	if err != nil {
+		fail(err)
+	}
+	p0 := b.probeAll(ctx, c, "begin", fail)
 	self0 := selfCPU()
 
 	out := sc.work(ctx, b, c)
 
 	res.ClientCPUSeconds = selfCPU() - self0
-	p1 := b.probeCall(ctx, c, "end", fail)
+	p1 := b.probeAll(ctx, c, "end", fail)
 	cpu1, err := cpuSeconds(pids)
+	if err != nil {
+		fail(err)
+	}
+	lb1, _ := cpuSeconds(balancer)
+	back1, err := cpuSeconds(backing)
 	if err != nil {
 		fail(err)
 	}
@@ -70,6 +85,14 @@ func (b *bench) measure(ctx context.Context, sc *scenario, server string, c *chi
 	if peakReset {
 		peak = max(peak, m.hwm)
 	}
+	backingPeak, _ := backingSampler.Max()
+	if bm, err := memStatus(backing); err == nil && backingReset {
+		backingPeak = max(backingPeak, bm.hwm)
+	}
+	if len(c.members) > 0 {
+		res.Replicas, res.BalancerCPUSeconds = len(c.members), lb1-lb0
+	}
+	res.BackingCPUSeconds, res.BackingPeakRSSMiB = back1-back0, float64(backingPeak)/(1<<20)
 	up, err := upstreamStats(ctx, b.upstream.URL())
 	if err != nil {
 		fail(err)
@@ -131,6 +154,29 @@ func (b *bench) measure(ctx context.Context, sc *scenario, server string, c *chi
 	if res.Error != "" {
 		b.logf("  first error: %s", res.Error)
 	}
+}
+
+// probeAll posts to the probe of c or, for a load balancer, to those of
+// its replicas, and sums what they say: allocations add up, and so do
+// peak goroutines (the most the replicas could have held at once). Nil
+// when a process has no probe or one failed (reported through fail).
+func (b *bench) probeAll(ctx context.Context, c *child, what string, fail func(error)) *probe.Stats {
+	if len(c.members) == 0 {
+		return b.probeCall(ctx, c, what, fail)
+	}
+	var sum probe.Stats
+	for _, m := range c.members {
+		s := b.probeCall(ctx, m, what, fail)
+		if s == nil {
+			return nil
+		}
+		sum.Goroutines += s.Goroutines
+		sum.PeakGoroutines += s.PeakGoroutines
+		sum.Mallocs += s.Mallocs
+		sum.TotalAlloc += s.TotalAlloc
+		sum.HeapInuse += s.HeapInuse
+	}
+	return &sum
 }
 
 // probeCall posts to the probe of c ("begin" or "end"); nil when c has no

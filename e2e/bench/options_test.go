@@ -14,7 +14,8 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Layers != 4 || o.LayerSize != 64<<20 || o.FanoutClients != 500 || o.Tags != 10000 || o.Duration != 30*time.Second || !o.PreTouch || !o.Micro {
+	if o.Layers != 4 || o.LayerSize != 64<<20 || o.FanoutClients != 500 || o.Tags != 10000 || o.Duration != 30*time.Second || !o.PreTouch || !o.Micro ||
+		o.HAReplicas != 3 || o.HAClients != 48 {
 		t.Errorf("defaults: %+v", o)
 	}
 	if !slices.Equal(o.Scenarios, append(scenarioNames(), scEvict)) || !slices.Equal(o.Servers, allServers) {
@@ -26,7 +27,8 @@ func TestParseFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.Clients != 7 || o.Layers != 2 || o.LayerSize != 1<<20 || o.FanoutClients != 24 || o.Tags != 250 || o.Duration != time.Second {
+	if o.Clients != 7 || o.Layers != 2 || o.LayerSize != 1<<20 || o.FanoutClients != 24 || o.Tags != 250 || o.Duration != time.Second ||
+		o.HAClients != 6 || o.HAReplicas != 3 {
 		t.Errorf("--smoke --clients 7: %+v", o)
 	}
 
@@ -38,10 +40,20 @@ func TestParseFlags(t *testing.T) {
 		t.Errorf("scenarios %v, want %v", o.Scenarios, want)
 	}
 
+	o, err = parseFlags([]string{"--scenarios", "ha", "--servers", "regcache,regcache-ha,distribution-ha"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{scHACold, scHAWarm}; !slices.Equal(o.Scenarios, want) {
+		t.Errorf("--scenarios ha: %v, want %v", o.Scenarios, want)
+	}
+
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
+		{[]string{"--ha-replicas", "1"}, "--ha-replicas 1: must be at least 2"},
+		{[]string{"--ha-clients", "0"}, "--ha-clients 0: must be at least 1"},
 		{[]string{"--scenarios", "warm-17"}, `unknown scenario "warm-17"`},
 		{[]string{"--servers", "varnish"}, `unknown server "varnish"`},
 		{[]string{"--small-min", "64KiB", "--small-max", "16KiB"}, "--small-max 16KiB is below --small-min 64KiB"},
@@ -62,7 +74,7 @@ func TestUsage(t *testing.T) {
 		t.Fatal("-h: no flag.ErrHelp")
 	}
 	out := b.String()
-	for _, name := range append(append(scenarioNames(), allServers...), "--smoke", "-pre-touch", "-micro-benchtime", "-tag-ttl", "-fanout-clients") {
+	for _, name := range append(append(scenarioNames(), allServers...), "--smoke", "-pre-touch", "-micro-benchtime", "-tag-ttl", "-fanout-clients", "-ha-replicas", "-ha-clients") {
 		if !strings.Contains(out, strings.TrimPrefix(name, "-")) {
 			t.Errorf("-h does not mention %s", name)
 		}

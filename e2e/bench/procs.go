@@ -126,6 +126,12 @@ type child struct {
 	cmd   *exec.Cmd
 	done  chan struct{} // closed once Wait returned
 	err   error         // Wait's result, valid once done is closed
+	// members are the replicas behind this process when it is a load
+	// balancer: part of the server, their processes counted with it.
+	members []*child
+	// backing are the services the server keeps its state in (object
+	// store, metadata store), shared and measured apart from it.
+	backing []*child
 }
 
 // URL returns "http://" + addr.
@@ -135,12 +141,26 @@ func (c *child) URL() string { return "http://" + c.addr }
 func (c *child) Pid() int { return c.cmd.Process.Pid }
 
 // pids returns the processes that make up the server: the child itself
-// and, for a multi-process server (nginx's master), its children.
+// and, for a multi-process server (nginx's master), its children; for a
+// load balancer, those of its replicas too.
 func (c *child) pids() []int {
-	if !c.group {
-		return []int{c.Pid()}
+	out := []int{c.Pid()}
+	if c.group {
+		out = append(out, childrenOf(c.Pid())...)
 	}
-	return append([]int{c.Pid()}, childrenOf(c.Pid())...)
+	for _, m := range c.members {
+		out = append(out, m.pids()...)
+	}
+	return out
+}
+
+// backingPids returns the processes of the services c keeps its state in.
+func (c *child) backingPids() []int {
+	var out []int
+	for _, s := range c.backing {
+		out = append(out, s.pids()...)
+	}
+	return out
 }
 
 func (c *child) exited() bool {
@@ -230,6 +250,9 @@ type childSpec struct {
 	// SIGKILL if the benchmark dies, so that the server can stop the
 	// processes it started itself (nginx's workers).
 	group bool
+	// ready waits until the started server answers (default: waitReady,
+	// GET /v2/ answered 200).
+	ready func(ctx context.Context, c *child) error
 }
 
 // startChild starts spec on a free loopback port and waits until GET /v2/
@@ -276,11 +299,15 @@ func startChild(ctx context.Context, procs *procSet, spec childSpec) (*child, er
 			close(c.done)
 		}()
 		procs.add(c)
-		if lastErr = waitReady(ctx, c); lastErr == nil {
+		ready := spec.ready
+		if ready == nil {
+			ready = waitReady
+		}
+		if lastErr = ready(ctx, c); lastErr == nil {
 			return c, nil
 		}
 		c.stop()
-		if !strings.Contains(c.tail(4096), "address already in use") {
+		if tail := strings.ToLower(c.tail(4096)); !strings.Contains(tail, "address already in use") && !strings.Contains(tail, "cannot bind socket") {
 			break
 		}
 	}

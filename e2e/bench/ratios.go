@@ -124,9 +124,25 @@ func computeRatios(results []Result) []Ratio {
 		{"many-tags: stale tag GET p99 / direct's", "", vs(scManyTags, srvDirect, kindP99(kindRevalidate)), nil},
 		{"many-tags: tag list page p99 / direct's", "", vs(scManyTags, srvDirect, kindP99(kindTagPage)), nil},
 	}
-	out := make([]Ratio, 0, len(defs))
-	for _, d := range defs {
+	// The ha figures: their regcache and distribution columns are
+	// regcache-ha's and distribution-ha's, against one regcache on the
+	// filesystem store where a ratio.
+	haDefs := []ratioDef{
+		{"ha-cold (the -ha servers): upstream bytes / image bytes", "<= 1.05",
+			of(scHACold, func(r *Result) float64 { return r.UpstreamRatio }), atMost(1.05)},
+		{"ha-cold (the -ha servers): wall time / one regcache's (filesystem)", "", vs(scHACold, srvRegcache, wall), nil},
+		{"ha-warm (the -ha servers): throughput / one regcache's (filesystem)", "",
+			vs(scHAWarm, srvRegcache, func(r *Result) float64 { return r.ThroughputMBps }), nil},
+		{"ha-warm (the -ha servers): server CPU s per GB (replicas + haproxy) / one regcache's", "",
+			vs(scHAWarm, srvRegcache, func(r *Result) float64 { return r.CPUPerGB }), nil},
+		{"ha-warm (the -ha servers): server peak RSS (MiB, replicas + haproxy)", "", of(scHAWarm, func(r *Result) float64 { return r.PeakRSSMiB }), nil},
+	}
+	out := make([]Ratio, 0, len(defs)+len(haDefs))
+	for i, d := range append(defs, haDefs...) {
 		r := Ratio{Name: d.name, Target: d.target, Regcache: d.value(srvRegcache), Distribution: d.value(srvDistribution), Nginx: d.value(srvNginx)}
+		if i >= len(defs) {
+			r.Regcache, r.Distribution, r.Nginx = d.value(srvRegcacheHA), d.value(srvDistributionHA), nil
+		}
 		if r.Regcache != nil && d.met != nil {
 			met := d.met(*r.Regcache)
 			r.Met = &met

@@ -90,9 +90,17 @@ type RunConfig struct {
 	PreTouch          bool     `json:"pre_touch"`
 	Servers           []string `json:"servers"`
 	NginxVersion      string   `json:"nginx_version"`
-	Revision          string   `json:"regcache_revision"`
-	Started           string   `json:"started"`
-	DurationSeconds   float64  `json:"duration_seconds"`
+	// The ha scenarios: replicas per server, clients, whether regcache's
+	// replicas ran with the peer channel (null when no ha server ran),
+	// and the versions of haproxy and SeaweedFS.
+	HAReplicas       int     `json:"ha_replicas"`
+	HAClients        int     `json:"ha_clients"`
+	HAPeerChannel    *bool   `json:"ha_peer_channel"`
+	HAProxyVersion   string  `json:"haproxy_version"`
+	SeaweedFSVersion string  `json:"seaweedfs_version"`
+	Revision         string  `json:"regcache_revision"`
+	Started          string  `json:"started"`
+	DurationSeconds  float64 `json:"duration_seconds"`
 }
 
 // Result is one scenario against one server. Every field is always present
@@ -124,6 +132,14 @@ type Result struct {
 	PeakFromHWM      bool    `json:"peak_rss_from_vmhwm"`
 	PeakThreads      int     `json:"server_peak_threads"`
 	Processes        int     `json:"server_processes"`
+	// A replicated server (ha): its replicas behind the load balancer
+	// (0 otherwise), the balancer's share of CPUSeconds, and what the
+	// shared services it keeps its state in (SeaweedFS, etcd) spent,
+	// not included in the server's figures.
+	Replicas           int     `json:"replicas"`
+	BalancerCPUSeconds float64 `json:"balancer_cpu_seconds"`
+	BackingCPUSeconds  float64 `json:"backing_cpu_seconds"`
+	BackingPeakRSSMiB  float64 `json:"backing_peak_rss_mib"`
 	// From the probe of a Go server; null for nginx.
 	PeakGoroutines       *int     `json:"server_peak_goroutines"`
 	AllocsPerRequest     *float64 `json:"server_allocs_per_request"`

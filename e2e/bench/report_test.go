@@ -46,6 +46,12 @@ func TestComputeRatios(t *testing.T) {
 		{Scenario: scFanout, Server: srvDistribution, Errors: 3},
 		{Scenario: scManyTags, Server: srvDirect, Kinds: []KindResult{{Kind: kindRevalidate, LatencyP99ms: 2}}},
 		{Scenario: scManyTags, Server: srvRegcache, Kinds: []KindResult{{Kind: kindRevalidate, LatencyP99ms: 10}}},
+		{Scenario: scHACold, Server: srvRegcache, UpstreamRatio: 1, WallSeconds: 2},
+		{Scenario: scHACold, Server: srvRegcacheHA, UpstreamRatio: 1.02, WallSeconds: 3},
+		{Scenario: scHACold, Server: srvDistributionHA, UpstreamRatio: 3, WallSeconds: 4},
+		{Scenario: scHAWarm, Server: srvRegcache, ThroughputMBps: 1000},
+		{Scenario: scHAWarm, Server: srvRegcacheHA, ThroughputMBps: 800},
+		{Scenario: scHAWarm, Server: srvDistributionHA, ThroughputMBps: 500, Errors: 1},
 	}
 	byName := map[string]Ratio{}
 	for _, r := range computeRatios(results) {
@@ -73,6 +79,17 @@ func TestComputeRatios(t *testing.T) {
 	}
 	if cpu := byName["warm-16: server CPU s per GB / static's"]; cpu.Regcache != nil || cpu.Met != nil {
 		t.Errorf("CPU ratio against a zero baseline: %+v, want none", cpu)
+	}
+	// The ha figures are the replicated servers', against one regcache.
+	up := byName["ha-cold (the -ha servers): upstream bytes / image bytes"]
+	if up.Regcache == nil || *up.Regcache != 1.02 || up.Met == nil || !*up.Met || up.Distribution == nil || *up.Distribution != 3 || up.Nginx != nil {
+		t.Errorf("ha-cold upstream ratio: %+v, want regcache-ha 1.02 (met), distribution-ha 3, no nginx", up)
+	}
+	if w := byName["ha-cold (the -ha servers): wall time / one regcache's (filesystem)"]; w.Regcache == nil || *w.Regcache != 1.5 || w.Distribution == nil || *w.Distribution != 2 {
+		t.Errorf("ha-cold wall ratio: %+v, want regcache-ha 1.5, distribution-ha 2", w)
+	}
+	if w := byName["ha-warm (the -ha servers): throughput / one regcache's (filesystem)"]; w.Regcache == nil || *w.Regcache != 0.8 || w.Distribution != nil || w.Met != nil {
+		t.Errorf("ha-warm throughput ratio: %+v, want regcache-ha 0.8, none for distribution-ha (errors), reported without a target", w)
 	}
 	if rss := byName["cold-16-1GiB: server peak RSS (MiB)"]; rss.Regcache != nil {
 		t.Errorf("RSS of a scenario not run: %v, want none", *rss.Regcache)

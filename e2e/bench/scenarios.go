@@ -21,10 +21,11 @@ const (
 
 // allServers is also the order in which servers run within a group.
 var (
-	allServers = []string{srvDirect, srvFloor, srvStatic, srvRegcache, srvDistribution, srvNginx}
+	allServers = []string{srvDirect, srvFloor, srvStatic, srvRegcache, srvDistribution, srvNginx, srvRegcacheHA, srvDistributionHA}
 	// cacheServers hold what they serve: each group of scenarios starts a
-	// fresh instance (new process, empty data directory) of each.
-	cacheServers = []string{srvRegcache, srvDistribution, srvNginx}
+	// fresh instance (new processes, empty data directories and bucket) of
+	// each.
+	cacheServers = []string{srvRegcache, srvDistribution, srvNginx, srvRegcacheHA, srvDistributionHA}
 	// serverDocs describe the servers for -h.
 	serverDocs = map[string]string{
 		srvDirect:       "the upstream itself (go-containerregistry's registry, blobs served with sendfile)",
@@ -33,6 +34,9 @@ var (
 		srvRegcache:     "regcache serve (this checkout)",
 		srvDistribution: "distribution/v3 in proxy mode (pull-through cache)",
 		srvNginx:        "Debian's nginx with proxy_cache and proxy_cache_lock in front of the upstream",
+		srvRegcacheHA: "--ha-replicas regcache replicas behind haproxy: blobs in one S3 bucket (SeaweedFS), metadata in etcd, " +
+			"the peer channel when the build has it (ha scenarios only)",
+		srvDistributionHA: "--ha-replicas distribution proxies behind haproxy, sharing a prefix of the same S3 bucket, serving the bytes (no redirect to the bucket; ha scenarios only)",
 	}
 )
 
@@ -90,6 +94,9 @@ var (
 	refsCold  = []string{srvDirect, srvFloor, srvRegcache, srvDistribution, srvNginx}
 	refsWarm  = []string{srvStatic, srvRegcache, srvDistribution, srvNginx}
 	refsPeers = []string{srvRegcache, srvDistribution, srvNginx}
+	// refsHA: the replicated servers, and one regcache on the filesystem
+	// store as their reference.
+	refsHA = []string{srvRegcache, srvRegcacheHA, srvDistributionHA}
 )
 
 // scenarioList is every scenario in the order they run.
@@ -126,6 +133,14 @@ var scenarioList = []*scenario{
 		doc:     "--tags tags in one cached repository, all stale (tag TTL --tag-ttl): --clients clients revalidate them, each once, for at most --duration, while --clients/8 walk tags/list in pages of --page-size: p99 of each",
 		image:   func(b *bench) *Image { return b.tags },
 		prepare: prepareManyTags, work: manyTagsWork},
+	{name: scHACold, group: groupHA, cold: true, kind: kindPull, servers: refsHA,
+		doc: "--ha-clients clients start the same pull together through haproxy on --ha-replicas empty replicas (and directly on one empty regcache): " +
+			"upstream bytes / image bytes, wall time, errors",
+		image: func(b *bench) *Image { return b.app }, work: pullWork(func(b *bench) (*Image, int) { return b.app, b.opts.HAClients })},
+	{name: scHAWarm, group: groupHA, kind: kindPull, servers: refsHA,
+		doc: "the same pull again, from the replicas ha-cold filled: throughput against the one regcache, " +
+			"CPU and RSS of replicas + haproxy (S3 and etcd apart)",
+		image: func(b *bench) *Image { return b.app }, work: pullWork(func(b *bench) (*Image, int) { return b.app, b.opts.HAClients })},
 }
 
 // scenarioNames lists the scenarios for --scenarios, in order.

@@ -30,6 +30,28 @@ var transferColumns = []column[Result]{
 	{"errors", func(r Result) string { return strconv.Itoa(r.Errors) }},
 }
 
+// haColumns are the figures of the ha scenarios: each server as a whole
+// (replicas and haproxy; "1" replica: the filesystem reference, pulled
+// directly), the balancer's share of its CPU, and the shared S3 and etcd
+// services apart.
+var haColumns = []column[Result]{
+	{"scenario", func(r Result) string { return r.Scenario }},
+	{"server", func(r Result) string { return r.Server }},
+	{"replicas", func(r Result) string { return strconv.Itoa(max(1, r.Replicas)) }},
+	{"clients", func(r Result) string { return strconv.Itoa(r.Clients) }},
+	{"MB/s", func(r Result) string { return fmt.Sprintf("%.0f", r.ThroughputMBps) }},
+	{"wall s", func(r Result) string { return fmt.Sprintf("%.2f", r.WallSeconds) }},
+	{"upstream/image", func(r Result) string { return fmt.Sprintf("%.2f", r.UpstreamRatio) }},
+	{"upstream blob GETs", func(r Result) string { return strconv.FormatInt(r.UpstreamBlobGETs, 10) }},
+	{"CPU s", func(r Result) string { return fmt.Sprintf("%.2f", r.CPUSeconds) }},
+	{"of which haproxy", func(r Result) string { return fmt.Sprintf("%.2f", r.BalancerCPUSeconds) }},
+	{"CPU s/GB", func(r Result) string { return fmt.Sprintf("%.3f", r.CPUPerGB) }},
+	{"peak RSS MiB", func(r Result) string { return fmt.Sprintf("%.0f", r.PeakRSSMiB) }},
+	{"S3+etcd CPU s", func(r Result) string { return fmt.Sprintf("%.2f", r.BackingCPUSeconds) }},
+	{"S3+etcd peak RSS MiB", func(r Result) string { return fmt.Sprintf("%.0f", r.BackingPeakRSSMiB) }},
+	{"errors", func(r Result) string { return strconv.Itoa(r.Errors) }},
+}
+
 // requestColumns are the per-request figures and the memory profile of
 // every scenario.
 var requestColumns = []column[Result]{
@@ -152,13 +174,17 @@ func makeTable[T any](title string, left int, cols []column[T], items []T) table
 
 // tables returns the report's tables: targets, transfers (pull
 // scenarios), requests and memory (every scenario), kinds of request
-// (request loads) and micro-benchmarks; empty ones are left out.
+// (request loads), replicas (ha scenarios) and micro-benchmarks; empty
+// ones are left out.
 func tables(r *Report) []table {
-	var pulls []Result
+	var pulls, ha []Result
 	var kinds []kindRow
 	for _, res := range r.Results {
 		if len(res.Kinds) == 0 {
 			pulls = append(pulls, res)
+		}
+		if res.Scenario == scHACold || res.Scenario == scHAWarm {
+			ha = append(ha, res)
 		}
 		for _, k := range res.Kinds {
 			kinds = append(kinds, kindRow{res, k})
@@ -169,6 +195,7 @@ func tables(r *Report) []table {
 		makeTable("Transfers", 2, transferColumns, pulls),
 		makeTable("Requests and memory", 2, requestColumns, r.Results),
 		makeTable("Requests by kind", 3, kindColumns, kinds),
+		makeTable("Replicas behind haproxy (ha; CPU and RSS: replicas + haproxy; S3+etcd: SeaweedFS and etcd, not included)", 2, haColumns, ha),
 		makeTable("Micro-benchmarks (go test -bench, in process)", 1, microColumns, r.Micro),
 	}
 	var out []table
@@ -221,6 +248,16 @@ func markdown(r *Report) string {
 		memory = "before each cold scenario, memory of twice its bytes touched and freed (the memory column gives the touch's seconds per GB)"
 	}
 	fmt.Fprintf(&b, "- Memory: %s; nginx: %s\n", memory, c.NginxVersion)
+	if c.HAPeerChannel != nil {
+		peer := "on"
+		if !*c.HAPeerChannel {
+			peer = "off (this build has no --peer-listen)"
+		}
+		fmt.Fprintf(&b, "- Replicas (ha-cold, ha-warm): %d per server behind haproxy %s (round-robin per request), %d clients through it; "+
+			"S3: SeaweedFS %s, one bucket, a prefix per server; regcache's metadata in etcd, its peer channel %s; "+
+			"server CPU and RSS are the replicas' and haproxy's, SeaweedFS's and etcd's are the S3+etcd columns\n",
+			c.HAReplicas, c.HAProxyVersion, c.HAClients, c.SeaweedFSVersion, peer)
+	}
 	for _, t := range tables(r) {
 		fmt.Fprintf(&b, "\n%s:\n\n", t.title)
 		for i, row := range t.rows {
