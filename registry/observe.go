@@ -1,11 +1,11 @@
 package registry
 
 import (
-	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/regcache/regcache/accesslog"
 	"github.com/regcache/regcache/cache"
 )
 
@@ -144,10 +144,9 @@ func setRoute(w http.ResponseWriter, route string) {
 	}
 }
 
-// logRequest writes the access log line of an answered request and tells
-// the observer. The line's attributes are built without boxing (LogAttrs)
-// and only when info lines are logged.
-func (s *server) logRequest(r *http.Request, sw *statusWriter, d time.Duration) {
+// logRequest writes the access log line of a request answered at end,
+// after d, and tells the observer.
+func (s *server) logRequest(r *http.Request, sw *statusWriter, d time.Duration, end time.Time) {
 	route := sw.route
 	if route == "" {
 		route = routeOfPath(r.URL.Path)
@@ -161,22 +160,9 @@ func (s *server) logRequest(r *http.Request, sw *statusWriter, d time.Duration) 
 		s.Observer.Request(RequestInfo{Route: route, Method: methodLabel(r.Method), Status: sw.status, Duration: d,
 			Cache: src, Rule: sw.outcome.Rule, Bytes: sw.bytes})
 	}
-	ctx := r.Context()
-	if s.Log.Enabled(ctx, slog.LevelInfo) {
-		var buf [11]slog.Attr // on the stack: the access log allocates no slice
-		attrs := append(buf[:0],
-			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
-			slog.Int("status", sw.status), slog.Int64("bytes", sw.bytes), slog.Duration("duration", d.Round(time.Microsecond)),
-			slog.String("remote", r.RemoteAddr), slog.String("userAgent", r.UserAgent()))
-		if src != "" { // a distribution API request: where the answer came from
-			attrs = append(attrs, slog.String("cache", string(src)))
-		}
-		if sw.outcome.Rule != "" {
-			attrs = append(attrs, slog.String("rule", sw.outcome.Rule))
-		}
-		if sw.user != "" {
-			attrs = append(attrs, slog.String("user", sw.user))
-		}
-		s.Log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
-	}
+	// Cache is set for distribution API requests only: where the answer
+	// came from.
+	accesslog.Log(r.Context(), s.Log, &accesslog.Entry{Time: end, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+		Status: sw.status, Bytes: sw.bytes, Duration: d, Remote: r.RemoteAddr, UserAgent: r.UserAgent(),
+		Cache: string(src), Rule: sw.outcome.Rule, User: sw.user})
 }

@@ -494,6 +494,7 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 			sw.status = http.StatusOK
 			sw.headerOnce()
 		}
-		s.logRequest(r, sw, time.Since(start))
+		end := time.Now()
+		s.logRequest(r, sw, end.Sub(start), end)
 	})
 }
