@@ -123,10 +123,17 @@ func needsQuoting(s string) bool {
 	if len(s) == 0 {
 		return true
 	}
-	for i := 0; i < len(s); {
+	// The usual string is printable ASCII: a loop without a call.
+	i := 0
+	for i < len(s) && textPlain[s[i]] {
+		i++
+	}
+	for i < len(s) {
 		c := s[i]
 		if c < utf8.RuneSelf {
-			if c != '\\' && (c == ' ' || c == '=' || !jsonSafe(c)) {
+			// Backslash and DEL stand as they are (slog's rule: what JSON
+			// would escape, but '\\', and space and '=').
+			if c <= ' ' || c == '=' || c == '"' {
 				return true
 			}
 			i++
@@ -194,3 +201,13 @@ func appendJSONString(b []byte, s string) []byte {
 // all but the control characters, '"' and '\\' (encoding/json's safeSet,
 // which slog uses).
 func jsonSafe(c byte) bool { return c >= ' ' && c != '"' && c != '\\' }
+
+// textPlain holds the bytes that need no quoting in a text value on their
+// own: printable ASCII but space, '=' and '"' (a table, read only: the
+// loop over a value is the access line's costliest part).
+var textPlain = func() (t [256]bool) {
+	for c := '!'; c < utf8.RuneSelf; c++ {
+		t[c] = c != '=' && c != '"'
+	}
+	return t
+}()

@@ -104,11 +104,26 @@ func methodLabel(m string) string {
 }
 
 // X-Cache values, shared and never modified: setting them allocates nothing.
-var xCacheValues = map[cache.Source][]string{
-	cache.SourceHit:   {string(cache.SourceHit)},
-	cache.SourceMiss:  {string(cache.SourceMiss)},
-	cache.SourceStale: {string(cache.SourceStale)},
-	cache.SourceLocal: {string(cache.SourceLocal)},
+var (
+	xCacheHit   = []string{string(cache.SourceHit)}
+	xCacheMiss  = []string{string(cache.SourceMiss)}
+	xCacheStale = []string{string(cache.SourceStale)}
+	xCacheLocal = []string{string(cache.SourceLocal)}
+)
+
+// xCacheValue is the X-Cache value of src (a switch: no map lookup).
+func xCacheValue(src cache.Source) []string {
+	switch src {
+	case cache.SourceHit:
+		return xCacheHit
+	case cache.SourceMiss:
+		return xCacheMiss
+	case cache.SourceStale:
+		return xCacheStale
+	case cache.SourceLocal:
+		return xCacheLocal
+	}
+	return nil
 }
 
 // source is where the answer came from: what the cache recorded, else
@@ -125,7 +140,7 @@ func (w *statusWriter) source() cache.Source {
 // by then.
 func (w *statusWriter) headerOnce() {
 	if w.registry {
-		w.ResponseWriter.Header()["X-Cache"] = xCacheValues[w.source()]
+		w.ResponseWriter.Header()["X-Cache"] = xCacheValue(w.source())
 	}
 }
 
@@ -163,6 +178,14 @@ func (s *server) logRequest(r *http.Request, sw *statusWriter, d time.Duration, 
 	// Cache is set for distribution API requests only: where the answer
 	// came from.
 	accesslog.Log(r.Context(), s.Log, &accesslog.Entry{Time: end, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
-		Status: sw.status, Bytes: sw.bytes, Duration: d, Remote: r.RemoteAddr, UserAgent: r.UserAgent(),
+		Status: sw.status, Bytes: sw.bytes, Duration: d, Remote: r.RemoteAddr, UserAgent: userAgent(r),
 		Cache: string(src), Rule: sw.outcome.Rule, User: sw.user})
+}
+
+// userAgent is r.UserAgent() without canonicalising a canonical key.
+func userAgent(r *http.Request) string {
+	if v := r.Header["User-Agent"]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }

@@ -468,10 +468,15 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, idle: s.Limits.WriteIdleTimeout, registry: isRegistryPath(r.URL.Path)}
-		id := requestid.FromClient(r.Header.Get(requestid.Header))
-		w.Header()[requestid.Header] = []string{id}
-		ctx := requestid.With(r.Context(), id)
+		x := &exchange{sw: statusWriter{ResponseWriter: w, idle: s.Limits.WriteIdleTimeout, registry: isRegistryPath(r.URL.Path)}}
+		sw := &x.sw
+		var sent string
+		if v := r.Header[requestid.Header]; len(v) > 0 { // Header.Get, without canonicalising a canonical key
+			sent = v[0]
+		}
+		x.idValue[0] = x.ctx.Init(r.Context(), sent)
+		w.Header()[requestid.Header] = x.idValue[:]
+		var ctx context.Context = &x.ctx
 		if sw.registry {
 			ctx = cache.WithOutcome(ctx, &sw.outcome)
 		}
@@ -497,4 +502,13 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		end := time.Now()
 		s.logRequest(r, sw, end.Sub(start), end)
 	})
+}
+
+// exchange is what accessLog keeps of one request, in one allocation:
+// the response writer, the context carrying the request ID, and the
+// X-Request-Id header's value.
+type exchange struct {
+	sw      statusWriter
+	ctx     requestid.Context
+	idValue [1]string
 }
