@@ -478,7 +478,8 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 		w.Header()[requestid.Header] = x.idValue[:]
 		var ctx context.Context = &x.ctx
 		if sw.registry {
-			ctx = cache.WithOutcome(ctx, &sw.outcome)
+			x.outcome.Init(ctx, &sw.outcome)
+			ctx = &x.outcome
 		}
 		r = r.WithContext(ctx)
 		if conn, ok := w.(deadlines); ok {
@@ -505,10 +506,11 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 }
 
 // exchange is what accessLog keeps of one request, in one allocation:
-// the response writer, the context carrying the request ID, and the
-// X-Request-Id header's value.
+// the response writer, the contexts carrying the request ID and the
+// outcome, and the X-Request-Id header's value.
 type exchange struct {
 	sw      statusWriter
 	ctx     requestid.Context
+	outcome cache.OutcomeContext
 	idValue [1]string
 }
