@@ -104,6 +104,7 @@ type Handler struct {
 	w            io.Writer
 	json         bool
 	bufs         sync.Pool // of *[]byte: line buffers
+	clock        secondCache
 }
 
 // NewHandler returns the handler writing lines of format f at level and
@@ -155,9 +156,9 @@ func (h *Handler) write(ctx context.Context, t time.Time, e *Entry) bool {
 	}
 	var b []byte
 	if h.json {
-		b = appendJSON((*bp)[:0], t, e, requestid.From(ctx))
+		b = appendJSON((*bp)[:0], &h.clock, t, e, requestid.From(ctx))
 	} else {
-		b = appendText((*bp)[:0], t, e, requestid.From(ctx))
+		b = appendText((*bp)[:0], &h.clock, t, e, requestid.From(ctx))
 	}
 	_, _ = h.w.Write(b) // as slog's Logger: a write error has nowhere to go
 	if cap(b) <= maxPooled {

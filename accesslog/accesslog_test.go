@@ -29,7 +29,8 @@ var tricky = []string{
 	"curl/8.5.0", "containerd/v1.7.13", "Go-http-client/1.1",
 }
 
-var zones = []*time.Location{time.UTC, time.FixedZone("east", 5*3600+30*60), time.FixedZone("west", -8*3600)}
+var zones = []*time.Location{time.UTC, time.FixedZone("east", 5*3600+30*60), time.FixedZone("west", -8*3600), time.Local,
+	time.FixedZone("lmt", 9*60+21)}
 
 // times holds times whose fraction formats differently: none, whole
 // milliseconds, trailing zeros, nanoseconds.
@@ -40,6 +41,8 @@ var times = []time.Time{
 	time.Date(1999, 12, 31, 23, 59, 59, 1, time.UTC),
 	time.Date(2026, 6, 7, 8, 9, 10, 123_456_789, time.UTC),
 	time.Date(2026, 6, 7, 8, 9, 10, 100_000, time.UTC),
+	time.Date(10000, 1, 1, 0, 0, 0, 5_000_000, time.UTC), // years of other than 4 digits: formatted as slog does
+	time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
 }
 
 var durations = []time.Duration{0, 1, 499, 500, 999_499, 1_234_567, 999_999_999, time.Second, 61*time.Second + 5*time.Millisecond, 3*time.Hour + 2*time.Nanosecond, -1500}
@@ -54,16 +57,29 @@ func reference(w io.Writer, f accesslog.Format) *slog.Logger {
 	return slog.New(requestid.Handler(slog.NewTextHandler(w, nil)))
 }
 
-// compare logs e with ID id through the fast handler and through slog
-// and fails when the lines differ.
-func compare(t testing.TB, f accesslog.Format, e accesslog.Entry, id string) {
+// fast is a logger through the fast path and its output.
+type fast struct {
+	l   *slog.Logger
+	out *bytes.Buffer
+}
+
+func newFast(f accesslog.Format) fast {
+	var b bytes.Buffer
+	return fast{slog.New(accesslog.NewHandler(&b, f, slog.LevelInfo)), &b}
+}
+
+// compare logs e with ID id through fl (a fast logger of format f, kept
+// across calls so that its cache of formatted seconds is used) and
+// through slog, and fails when the lines differ.
+func compare(t testing.TB, f accesslog.Format, fl fast, e accesslog.Entry, id string) {
 	t.Helper()
 	ctx := requestid.With(context.Background(), id)
-	var got, want bytes.Buffer
-	accesslog.Log(ctx, slog.New(accesslog.NewHandler(&got, f, slog.LevelInfo)), &e)
+	var want bytes.Buffer
+	fl.out.Reset()
+	accesslog.Log(ctx, fl.l, &e)
 	accesslog.Log(ctx, reference(&want, f), &e)
-	if got.String() != want.String() {
-		t.Fatalf("format %d, entry %+v, id %q:\ngot  %q\nwant %q", f, e, id, got.String(), want.String())
+	if got := fl.out.String(); got != want.String() {
+		t.Fatalf("format %d, entry %+v, id %q:\ngot  %q\nwant %q", f, e, id, got, want.String())
 	}
 	if want.Len() == 0 || strings.Count(want.String(), "\n") != 1 {
 		t.Fatalf("slog wrote %q: want one line", want.String())
@@ -80,6 +96,7 @@ func TestSameAsSlog(t *testing.T) {
 			t.Parallel()
 			base := accesslog.Entry{Method: "GET", Path: "/v2/hub/library/alpine/manifests/latest", Status: 200,
 				Bytes: 1234, Duration: 1_234_567, Remote: "127.0.0.1:50000", UserAgent: "containerd/v1.7.13"}
+			fl := newFast(f)
 			n := 0
 			for i, s := range tricky {
 				for field := range 9 {
@@ -108,11 +125,18 @@ func TestSameAsSlog(t *testing.T) {
 					case 8:
 						e.Cache, e.Rule, e.User = "HIT", "hub", s
 					}
-					compare(t, f, e, "")
-					compare(t, f, e, "0123456789abcdef0123456789abcdef")
-					compare(t, f, e, "a=b/c+d@e") // Valid, and needs quoting in text
-					compare(t, f, e, s)           // what requestid.With carries, valid or not
-					n += 4
+					compare(t, f, fl, e, "")
+					compare(t, f, fl, e, "0123456789abcdef0123456789abcdef")
+					compare(t, f, fl, e, "a=b/c+d@e") // Valid, and needs quoting in text
+					compare(t, f, fl, e, s)           // what requestid.With carries, valid or not
+					// The same second again, at other fractions: the
+					// formatted second is reused.
+					sec := e.Time.Truncate(time.Second)
+					for _, ns := range []int{0, 1, 999_999, 1_000_000, 10_000_000, 120_000_000, 999_999_999} {
+						e.Time = sec.Add(time.Duration(ns))
+						compare(t, f, fl, e, "id")
+					}
+					n += 11
 				}
 			}
 			t.Logf("%d lines identical", n)
@@ -126,11 +150,15 @@ func FuzzSameAsSlog(f *testing.F) {
 		f.Add(s, s, s, s, s, s, int64(durations[i%len(durations)]), int64(i)*7_654_321)
 	}
 	f.Fuzz(func(t *testing.T, method, path, query, ua, user, id string, dur, nanos int64) {
-		e := accesslog.Entry{Time: time.Unix(1_780_000_000, nanos%1e9).In(zones[int(uint64(nanos)%3)]),
+		e := accesslog.Entry{Time: time.Unix(1_780_000_000, nanos%1e9).In(zones[int(uint64(nanos)%uint64(len(zones)))]),
 			Method: method, Path: path, Query: query, Status: 200, Bytes: nanos, Duration: time.Duration(dur),
 			Remote: "[::1]:1234", UserAgent: ua, Cache: "HIT", Rule: id, User: user}
 		for _, format := range []accesslog.Format{accesslog.Text, accesslog.JSON} {
-			compare(t, format, e, id)
+			fl := newFast(format)
+			compare(t, format, fl, e, id)
+			e2 := e
+			e2.Time = e.Time.Add(time.Duration(uint64(dur) % uint64(2*time.Second))) // often the same second
+			compare(t, format, fl, e2, id)
 		}
 	})
 }

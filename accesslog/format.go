@@ -14,10 +14,10 @@ import (
 // target hold them to slog for any string a client can send.
 
 // appendText appends the TextHandler line of e logged at t, with request
-// ID id ("" when none).
-func appendText(b []byte, t time.Time, e *Entry, id string) []byte {
+// ID id ("" when none); clock formats t.
+func appendText(b []byte, clock *secondCache, t time.Time, e *Entry, id string) []byte {
 	b = append(b, "time="...)
-	b = appendRFC3339Millis(b, t)
+	b = clock.appendMillis(b, t)
 	b = append(b, " level=INFO msg=request method="...)
 	b = appendTextString(b, e.Method)
 	b = append(b, " path="...)
@@ -54,10 +54,10 @@ func appendText(b []byte, t time.Time, e *Entry, id string) []byte {
 }
 
 // appendJSON appends the JSONHandler line of e logged at t, with request
-// ID id ("" when none).
-func appendJSON(b []byte, t time.Time, e *Entry, id string) []byte {
+// ID id ("" when none); clock formats t.
+func appendJSON(b []byte, clock *secondCache, t time.Time, e *Entry, id string) []byte {
 	b = append(b, `{"time":"`...)
-	b = t.AppendFormat(b, time.RFC3339Nano)
+	b = clock.appendNano(b, t)
 	b = append(b, `","level":"INFO","msg":"request","method":`...)
 	b = appendJSONString(b, e.Method)
 	b = append(b, `,"path":`...)
