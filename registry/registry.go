@@ -350,15 +350,17 @@ func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath, request
 }
 
 // statusWriter records the status and byte count for the access log, and
-// pushes the connection's write deadline back before every write: a
-// response is cut only when the client stops reading it for the write
-// idle timeout, never because it is long.
+// before every write makes sure the connection's write deadline is at
+// least the write idle timeout away: a response is cut only when the
+// client stops reading it for that long (and at most idleSlack of it
+// more), never because it is long.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	conn   deadlines // nil when the writer has no deadlines
-	idle   time.Duration
+	status   int
+	bytes    int64
+	conn     deadlines // nil when the writer has no deadlines
+	idle     time.Duration
+	deadline time.Time // the write deadline last set
 
 	// registry is set for distribution API requests, whose answers say
 	// where they came from (X-Cache); the cache records it in outcome
@@ -371,12 +373,25 @@ type statusWriter struct {
 	user string
 }
 
-// touch pushes the write deadline back by the idle timeout.
+// touch pushes the write deadline back, to the idle timeout and its
+// slack from now, when it is less than the idle timeout away. Writes in
+// quick succession (a manifest's body, then net/http's flush of it) thus
+// set it once: setting a deadline costs a lock and a timer change.
 func (w *statusWriter) touch() {
-	if w.conn != nil {
-		w.conn.SetWriteDeadline(time.Now().Add(w.idle))
+	if w.conn == nil {
+		return
 	}
+	now := time.Now()
+	if w.deadline.Sub(now) >= w.idle {
+		return
+	}
+	w.deadline = now.Add(w.idle + w.idle/idleSlack)
+	w.conn.SetWriteDeadline(w.deadline)
 }
+
+// idleSlack: a deadline is set to the idle timeout and 1/idleSlack of it
+// more, so that it need not move again for that long.
+const idleSlack = 16
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
