@@ -320,3 +320,21 @@ func BenchmarkLog(b *testing.B) {
 		}
 	}
 }
+
+// TestEveryBytePosition: each byte that decides quoting or escaping, at
+// every position of strings longer than the formatters' 8-byte words,
+// gives slog's line.
+func TestEveryBytePosition(t *testing.T) {
+	t.Parallel()
+	for _, f := range []accesslog.Format{accesslog.Text, accesslog.JSON} {
+		fl := newFast(f)
+		for _, c := range []string{"\x00", "\x1f", " ", "!", "=", `"`, `\`, "\x7f", "\x80", "\xff", "é", "\u2028", "~", "<"} {
+			for n := 1; n <= 24; n++ {
+				for pos := 0; pos < n; pos++ {
+					s := strings.Repeat("a", pos) + c + strings.Repeat("b", n-pos-1)
+					compare(t, f, fl, accesslog.Entry{Time: times[4], Method: "GET", Path: s, UserAgent: s}, "")
+				}
+			}
+		}
+	}
+}

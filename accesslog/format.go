@@ -123,8 +123,21 @@ func needsQuoting(s string) bool {
 	if len(s) == 0 {
 		return true
 	}
-	// The usual string is printable ASCII: a loop without a call.
+	// The usual string is printable ASCII: checked 8 bytes at a time,
+	// then byte by byte from the first word that may hold a byte to
+	// quote (the word test may flag a plain word, never miss a byte).
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		x := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		eq, quote := x^(ones*'='), x^(ones*'"')
+		if x&highs != 0 || // a byte of 0x80 or more
+			(x-ones*('!'))&^x&highs != 0 || // a byte below '!': control or space
+			(eq-ones)&^eq&highs != 0 || (quote-ones)&^quote&highs != 0 { // '=' or '"'
+			break
+		}
+	}
 	for i < len(s) && textPlain[s[i]] {
 		i++
 	}
