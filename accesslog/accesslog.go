@@ -6,10 +6,10 @@
 // serves with): then Log formats the line itself, byte for byte as slog's
 // TextHandler or JSONHandler and requestid's handler would, and writes it
 // to the same output. slog's general path (a Record, attributes boxed in
-// Values, a handle state, a pooled buffer, a lock) costs more than the
-// rest of a cached manifest answer; the line's fields are fixed, so a
-// formatter for them is short. Any other handler, or one derived with
-// WithAttrs or WithGroup, gets the line through slog.
+// Values, a copy of them for the request ID, a handle state, a lock) cost
+// about as much as the rest of a cached manifest answer; the line's fields
+// are fixed, so a formatter for them is short. Any other handler, or one
+// derived with WithAttrs or WithGroup, gets the line through slog.
 package accesslog
 
 import (
