@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"io"
 	"sync"
+	"time"
 )
 
 // Manifests are the requests clients send most: a kubelet or containerd
@@ -104,4 +105,35 @@ func (p *Puller) openLinked(ctx context.Context, repo, digest string) (Content, 
 func verifies(b []byte, digest string) bool {
 	sum := sha256.Sum256(b)
 	return digest == "sha256:"+hex.EncodeToString(sum[:])
+}
+
+// OutcomeContext is WithOutcome for a server that embeds it in what it
+// allocates per request anyway: Init costs no allocation. Its methods
+// other than Value are its parent's.
+type OutcomeContext struct {
+	parent context.Context
+	o      *Outcome
+}
+
+// Init makes c its parent carrying o, as WithOutcome(parent, o) does.
+// Call it once, before c is used.
+func (c *OutcomeContext) Init(parent context.Context, o *Outcome) {
+	c.parent, c.o = parent, o
+}
+
+// Deadline returns the parent's deadline.
+func (c *OutcomeContext) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+
+// Done returns the parent's Done channel.
+func (c *OutcomeContext) Done() <-chan struct{} { return c.parent.Done() }
+
+// Err returns the parent's error.
+func (c *OutcomeContext) Err() error { return c.parent.Err() }
+
+// Value returns the Outcome for the outcome's key, else the parent's value.
+func (c *OutcomeContext) Value(k any) any {
+	if _, ok := k.(outcomeKey); ok {
+		return c.o
+	}
+	return c.parent.Value(k)
 }

@@ -2,10 +2,12 @@ package cache
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"net/http"
 	"os"
 	"testing"
+	"time"
 )
 
 // A manifest read once is served from memory (its file may be gone), only
@@ -72,5 +74,41 @@ func TestHotManifests(t *testing.T) {
 	c, err = other.Manifest(ctx, "hub/app", "v1")
 	if got := read(c, err); !bytes.Equal(got, raw) {
 		t.Fatal("the repaired file is not read: a damaged copy was kept in memory")
+	}
+}
+
+// An OutcomeContext is filled in by reads as WithOutcome's context is,
+// through contexts derived from it, and keeps its parent's values and
+// cancellation.
+func TestOutcomeContext(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t, staticCreds{}, hubRule)
+	f.push(t, "library/app:v1")
+	read := reader(t)
+	type other struct{}
+	parent, cancel := context.WithCancel(context.WithValue(t.Context(), other{}, "v"))
+	defer cancel()
+	for _, want := range []Source{SourceMiss, SourceHit} {
+		var o Outcome
+		var c OutcomeContext
+		c.Init(parent, &o)
+		ctx, stop := context.WithTimeout(&c, time.Minute)
+		read(f.puller.Manifest(ctx, "hub/app", "v1"))
+		stop()
+		if o.Source != want || o.Rule != hubRule.Name {
+			t.Errorf("outcome %+v; want %s of rule %s", o, want, hubRule.Name)
+		}
+		if c.Value(other{}) != "v" {
+			t.Errorf("the parent's value is lost")
+		}
+	}
+	var c OutcomeContext
+	c.Init(parent, &Outcome{})
+	derived, stop := context.WithCancel(&c)
+	defer stop()
+	cancel()
+	<-derived.Done()
+	if c.Err() == nil {
+		t.Errorf("Err after the parent's cancel: nil")
 	}
 }

@@ -25,7 +25,7 @@ func (p *Puller) Negotiate(ctx context.Context, repo, ref string, c Content, acc
 	// The common answer, decided without allocating: what is stored is
 	// accepted, or no manifest type is named.
 	if !manifest.Known(c.MediaType) || accepts(accept, func(mt string) bool {
-		return mt == "*/*" || strings.EqualFold(mt, "application/*") || strings.EqualFold(mt, c.MediaType)
+		return mt == "*/*" || mt == c.MediaType || strings.EqualFold(mt, "application/*") || strings.EqualFold(mt, c.MediaType)
 	}) {
 		return c, nil
 	}

@@ -1,11 +1,11 @@
 package registry
 
 import (
-	"log/slog"
 	"net/http"
 	"strings"
 	"time"
 
+	"github.com/regcache/regcache/accesslog"
 	"github.com/regcache/regcache/cache"
 )
 
@@ -104,11 +104,26 @@ func methodLabel(m string) string {
 }
 
 // X-Cache values, shared and never modified: setting them allocates nothing.
-var xCacheValues = map[cache.Source][]string{
-	cache.SourceHit:   {string(cache.SourceHit)},
-	cache.SourceMiss:  {string(cache.SourceMiss)},
-	cache.SourceStale: {string(cache.SourceStale)},
-	cache.SourceLocal: {string(cache.SourceLocal)},
+var (
+	xCacheHit   = []string{string(cache.SourceHit)}
+	xCacheMiss  = []string{string(cache.SourceMiss)}
+	xCacheStale = []string{string(cache.SourceStale)}
+	xCacheLocal = []string{string(cache.SourceLocal)}
+)
+
+// xCacheValue is the X-Cache value of src (a switch: no map lookup).
+func xCacheValue(src cache.Source) []string {
+	switch src {
+	case cache.SourceHit:
+		return xCacheHit
+	case cache.SourceMiss:
+		return xCacheMiss
+	case cache.SourceStale:
+		return xCacheStale
+	case cache.SourceLocal:
+		return xCacheLocal
+	}
+	return nil
 }
 
 // source is where the answer came from: what the cache recorded, else
@@ -125,7 +140,7 @@ func (w *statusWriter) source() cache.Source {
 // by then.
 func (w *statusWriter) headerOnce() {
 	if w.registry {
-		w.ResponseWriter.Header()["X-Cache"] = xCacheValues[w.source()]
+		w.ResponseWriter.Header()["X-Cache"] = xCacheValue(w.source())
 	}
 }
 
@@ -144,10 +159,9 @@ func setRoute(w http.ResponseWriter, route string) {
 	}
 }
 
-// logRequest writes the access log line of an answered request and tells
-// the observer. The line's attributes are built without boxing (LogAttrs)
-// and only when info lines are logged.
-func (s *server) logRequest(r *http.Request, sw *statusWriter, d time.Duration) {
+// logRequest writes the access log line of a request answered at end,
+// after d, and tells the observer.
+func (s *server) logRequest(r *http.Request, sw *statusWriter, d time.Duration, end time.Time) {
 	route := sw.route
 	if route == "" {
 		route = routeOfPath(r.URL.Path)
@@ -161,22 +175,17 @@ func (s *server) logRequest(r *http.Request, sw *statusWriter, d time.Duration) 
 		s.Observer.Request(RequestInfo{Route: route, Method: methodLabel(r.Method), Status: sw.status, Duration: d,
 			Cache: src, Rule: sw.outcome.Rule, Bytes: sw.bytes})
 	}
-	ctx := r.Context()
-	if s.Log.Enabled(ctx, slog.LevelInfo) {
-		var buf [11]slog.Attr // on the stack: the access log allocates no slice
-		attrs := append(buf[:0],
-			slog.String("method", r.Method), slog.String("path", r.URL.Path), slog.String("query", r.URL.RawQuery),
-			slog.Int("status", sw.status), slog.Int64("bytes", sw.bytes), slog.Duration("duration", d.Round(time.Microsecond)),
-			slog.String("remote", r.RemoteAddr), slog.String("userAgent", r.UserAgent()))
-		if src != "" { // a distribution API request: where the answer came from
-			attrs = append(attrs, slog.String("cache", string(src)))
-		}
-		if sw.outcome.Rule != "" {
-			attrs = append(attrs, slog.String("rule", sw.outcome.Rule))
-		}
-		if sw.user != "" {
-			attrs = append(attrs, slog.String("user", sw.user))
-		}
-		s.Log.LogAttrs(ctx, slog.LevelInfo, "request", attrs...)
+	// Cache is set for distribution API requests only: where the answer
+	// came from.
+	accesslog.Log(r.Context(), s.Log, &accesslog.Entry{Time: end, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery,
+		Status: sw.status, Bytes: sw.bytes, Duration: d, Remote: r.RemoteAddr, UserAgent: userAgent(r),
+		Cache: string(src), Rule: sw.outcome.Rule, User: sw.user})
+}
+
+// userAgent is r.UserAgent() without canonicalising a canonical key.
+func userAgent(r *http.Request) string {
+	if v := r.Header["User-Agent"]; len(v) > 0 {
+		return v[0]
 	}
+	return ""
 }

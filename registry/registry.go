@@ -350,15 +350,17 @@ func (s *server) tags(w http.ResponseWriter, r *http.Request, p ociPath, request
 }
 
 // statusWriter records the status and byte count for the access log, and
-// pushes the connection's write deadline back before every write: a
-// response is cut only when the client stops reading it for the write
-// idle timeout, never because it is long.
+// before every write makes sure the connection's write deadline is at
+// least the write idle timeout away: a response is cut only when the
+// client stops reading it for that long (and at most idleSlack of it
+// more), never because it is long.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
-	bytes  int64
-	conn   deadlines // nil when the writer has no deadlines
-	idle   time.Duration
+	status   int
+	bytes    int64
+	conn     deadlines // nil when the writer has no deadlines
+	idle     time.Duration
+	deadline time.Time // the write deadline last set
 
 	// registry is set for distribution API requests, whose answers say
 	// where they came from (X-Cache); the cache records it in outcome
@@ -371,12 +373,25 @@ type statusWriter struct {
 	user string
 }
 
-// touch pushes the write deadline back by the idle timeout.
+// touch pushes the write deadline back, to the idle timeout and its
+// slack from now, when it is less than the idle timeout away. Writes in
+// quick succession (a manifest's body, then net/http's flush of it) thus
+// set it once: setting a deadline costs a lock and a timer change.
 func (w *statusWriter) touch() {
-	if w.conn != nil {
-		w.conn.SetWriteDeadline(time.Now().Add(w.idle))
+	if w.conn == nil {
+		return
 	}
+	now := time.Now()
+	if w.deadline.Sub(now) >= w.idle {
+		return
+	}
+	w.deadline = now.Add(w.idle + w.idle/idleSlack)
+	w.conn.SetWriteDeadline(w.deadline)
 }
+
+// idleSlack: a deadline is set to the idle timeout and 1/idleSlack of it
+// more, so that it need not move again for that long.
+const idleSlack = 16
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
@@ -468,12 +483,18 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *server) accessLog(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, idle: s.Limits.WriteIdleTimeout, registry: isRegistryPath(r.URL.Path)}
-		id := requestid.FromClient(r.Header.Get(requestid.Header))
-		w.Header()[requestid.Header] = []string{id}
-		ctx := requestid.With(r.Context(), id)
+		x := &exchange{sw: statusWriter{ResponseWriter: w, idle: s.Limits.WriteIdleTimeout, registry: isRegistryPath(r.URL.Path)}}
+		sw := &x.sw
+		var sent string
+		if v := r.Header[requestid.Header]; len(v) > 0 { // Header.Get, without canonicalising a canonical key
+			sent = v[0]
+		}
+		x.idValue[0] = x.ctx.Init(r.Context(), sent)
+		w.Header()[requestid.Header] = x.idValue[:]
+		var ctx context.Context = &x.ctx
 		if sw.registry {
-			ctx = cache.WithOutcome(ctx, &sw.outcome)
+			x.outcome.Init(ctx, &sw.outcome)
+			ctx = &x.outcome
 		}
 		r = r.WithContext(ctx)
 		if conn, ok := w.(deadlines); ok {
@@ -494,6 +515,17 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 			sw.status = http.StatusOK
 			sw.headerOnce()
 		}
-		s.logRequest(r, sw, time.Since(start))
+		end := time.Now()
+		s.logRequest(r, sw, end.Sub(start), end)
 	})
+}
+
+// exchange is what accessLog keeps of one request, in one allocation:
+// the response writer, the contexts carrying the request ID and the
+// outcome, and the X-Request-Id header's value.
+type exchange struct {
+	sw      statusWriter
+	ctx     requestid.Context
+	outcome cache.OutcomeContext
+	idValue [1]string
 }

@@ -9,8 +9,12 @@ package requestid
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"log/slog"
 	"math/rand/v2"
+	"time"
+	"unsafe"
 )
 
 // Header is the HTTP header that carries a request ID, both ways.
@@ -46,16 +50,16 @@ func Valid(id string) bool {
 // costs no system call.
 func New() string {
 	var b [32]byte
-	hex := func(dst []byte, v uint64) {
-		const digits = "0123456789abcdef"
-		for i := len(dst) - 1; i >= 0; i-- {
-			dst[i] = digits[v&0xf]
-			v >>= 4
-		}
-	}
-	hex(b[:16], rand.Uint64())
-	hex(b[16:], rand.Uint64())
+	fill(&b)
 	return string(b[:])
+}
+
+// fill writes a new ID into b.
+func fill(b *[32]byte) {
+	var r [16]byte
+	binary.LittleEndian.PutUint64(r[:8], rand.Uint64())
+	binary.LittleEndian.PutUint64(r[8:], rand.Uint64())
+	hex.Encode(b[:], r[:])
 }
 
 // FromClient returns the ID to use for a request whose client sent sent
@@ -82,8 +86,58 @@ func From(ctx context.Context) string {
 	if ctx == nil {
 		return ""
 	}
-	id, _ := ctx.Value(key{}).(string)
-	return id
+	switch id := ctx.Value(key{}).(type) {
+	case string:
+		return id
+	case *string: // a Context's
+		return *id
+	}
+	return ""
+}
+
+// Context is a context carrying a request ID, for a server to embed in a
+// value it allocates for each request anyway: Init costs no allocation
+// where With costs two (the context and the boxed ID). Its methods other
+// than Value are its parent's.
+type Context struct {
+	parent context.Context
+	id     string
+	buf    [32]byte // the characters of an ID made up by Init
+}
+
+// Init makes c its parent carrying the ID for a request whose client sent
+// sent (empty when it sent none): sent when Valid, else a new one, as
+// FromClient. It returns the ID. Call it once, before c is used.
+func (c *Context) Init(parent context.Context, sent string) string {
+	c.parent = parent
+	if Valid(sent) {
+		c.id = sent
+		return sent
+	}
+	fill(&c.buf)
+	// The ID's bytes are c.buf, written above and never again: a string
+	// over them stays the same, and keeps c's memory alive as long as it
+	// is used (as a header value or in a log line).
+	c.id = unsafe.String(&c.buf[0], len(c.buf))
+	return c.id
+}
+
+// Deadline returns the parent's deadline.
+func (c *Context) Deadline() (time.Time, bool) { return c.parent.Deadline() }
+
+// Done returns the parent's Done channel.
+func (c *Context) Done() <-chan struct{} { return c.parent.Done() }
+
+// Err returns the parent's error.
+func (c *Context) Err() error { return c.parent.Err() }
+
+// Value returns the ID for requestid's key (as a *string: pointing into c,
+// it is boxed without allocating), else the parent's value.
+func (c *Context) Value(k any) any {
+	if _, ok := k.(key); ok {
+		return &c.id
+	}
+	return c.parent.Value(k)
 }
 
 // Handler returns a slog handler that adds the request ID of the context a

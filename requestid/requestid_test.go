@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/regcache/regcache/requestid"
 )
@@ -84,5 +86,69 @@ func TestHandlerAddsTheContextsID(t *testing.T) {
 	}
 	if requestid.From(context.Background()) != "" || requestid.With(context.Background(), "") != context.Background() {
 		t.Error("an empty context carries an ID")
+	}
+}
+
+// TestContext: a Context carries the client's ID when valid, else a new
+// one, through contexts derived from it, and is its parent otherwise
+// (values, cancellation).
+func TestContext(t *testing.T) {
+	t.Parallel()
+	type other struct{}
+	parent, cancel := context.WithCancel(context.WithValue(t.Context(), other{}, "v"))
+	seen := map[string]bool{}
+	for _, sent := range []string{"client-id-1", "", "bad id", strings.Repeat("x", 200)} {
+		var c requestid.Context
+		id := c.Init(parent, sent)
+		if sent == "client-id-1" && id != sent || sent != "client-id-1" && (len(id) != 32 || !requestid.Valid(id) || seen[id]) {
+			t.Errorf("Init(%q) = %q: want the client's valid ID, else a new, valid, unique one", sent, id)
+		}
+		seen[id] = true
+		derived, stop := context.WithTimeout(context.WithValue(&c, other{}, "w"), time.Hour)
+		if got := requestid.From(derived); got != id {
+			t.Errorf("From(derived) = %q, want %q", got, id)
+		}
+		if got := requestid.From(&c); got != id {
+			t.Errorf("From = %q, want %q", got, id)
+		}
+		if c.Value(other{}) != "v" {
+			t.Errorf("the parent's value is lost")
+		}
+		if requestid.From(requestid.With(&c, "inner")) != "inner" {
+			t.Errorf("With over a Context: the inner ID is not the one seen")
+		}
+		stop()
+	}
+	var c requestid.Context
+	c.Init(parent, "")
+	derived, stop := context.WithCancel(&c)
+	defer stop()
+	cancel()
+	<-derived.Done() // cancelling the parent ends what is derived from c
+	if c.Err() == nil || derived.Err() == nil {
+		t.Errorf("after cancel: Err %v, derived %v", c.Err(), derived.Err())
+	}
+}
+
+// TestContextAllocatesNothing: Init and From on a Context allocate nothing.
+func TestContextAllocatesNothing(t *testing.T) {
+	c := new(requestid.Context)
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(100, func() {
+		id := c.Init(ctx, "")
+		if requestid.From(c) != id {
+			t.Fatal("ID lost")
+		}
+	}); n != 0 {
+		t.Errorf("%v allocations per Init and From; want 0", n)
+	}
+}
+
+// TestHeaderIsCanonical: servers look the header up in a request's
+// header map directly, which holds canonical keys.
+func TestHeaderIsCanonical(t *testing.T) {
+	t.Parallel()
+	if c := http.CanonicalHeaderKey(requestid.Header); c != requestid.Header {
+		t.Errorf("Header %q is not canonical (%q)", requestid.Header, c)
 	}
 }

@@ -16,11 +16,11 @@ import (
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/regcache/regcache/accesslog"
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/credentials"
 	"github.com/regcache/regcache/local"
 	"github.com/regcache/regcache/registry"
-	"github.com/regcache/regcache/requestid"
 )
 
 // Config is every setting of `regcache serve`. Each field is set, in rising
@@ -472,14 +472,15 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // newLogger returns the logger of serve: every line logged with a
-// request's context carries its ID (requestid.Handler).
+// request's context carries its ID, and access lines take accesslog's
+// fast path.
 func newLogger(c Config, w io.Writer) *slog.Logger {
 	level, _ := parseLevel(c.LogLevel)
-	opts := &slog.HandlerOptions{Level: level}
+	f := accesslog.Text
 	if c.LogFormat == "json" {
-		return slog.New(requestid.Handler(slog.NewJSONHandler(w, opts)))
+		f = accesslog.JSON
 	}
-	return slog.New(requestid.Handler(slog.NewTextHandler(w, opts)))
+	return slog.New(accesslog.NewHandler(w, f, level))
 }
 
 // validateCredentials checks the credential settings: durations, the Vault
