@@ -3,11 +3,14 @@
 // DNS name such as a Kubernetes headless Service), which of them answer,
 // which member owns a digest (rendezvous hashing over the live members),
 // and it carries the peer channel, an authenticated listener that serves
-// only a ping and the GET of a blob, to other replicas only.
+// only a ping, the GET of a blob and the requests of upload sessions
+// opened on it, to other replicas only.
 //
 // A replica's fill of a cold blob streams from the owner, which alone
 // fetches from the upstream (cache.Options.Peers); when the owner is lost
-// mid-blob the fill resumes elsewhere from the bytes it has (cache).
+// mid-blob the fill resumes elsewhere from the bytes it has (cache). An
+// upload session stays on the replica that started it; requests for it
+// reaching other replicas are forwarded there (uploads.go).
 package cluster
 
 import (
