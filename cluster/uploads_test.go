@@ -22,9 +22,9 @@ func TestUploadOwner(t *testing.T) {
 	}
 	const random = "0123456789abcdef0123456789abcdef"
 	for id, want := range map[string]string{
-		random + "-" + UploadTag(members[1]): members[1],
-		random + "-" + UploadTag(members[2]): members[2],
-		random + "-" + UploadTag(members[0]): "",
+		random + "-" + UploadTag(members[1]):      members[1],
+		random + "-" + UploadTag(members[2]):      members[2],
+		random + "-" + UploadTag(members[0]):      "",
 		random + "-" + UploadTag("10.0.0.9:5001"): "",
 		random: "",
 		"":     "",

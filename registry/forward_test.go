@@ -5,8 +5,8 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -242,7 +242,9 @@ func TestForwardedUploadOwnerGone(t *testing.T) {
 func TestForwardedUploadAuthorized(t *testing.T) {
 	t.Parallel()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	rs := newReplicas(t, 2, func(_ int, logs io.Writer) registry.ClientAuth { return newAuthority(t, time.Now, logs, key, "regcache") })
+	rs := newReplicas(t, 2, func(_ int, logs io.Writer) registry.ClientAuth {
+		return newAuthority(t, time.Now, logs, key, "regcache")
+	})
 	a, b := rs[0], rs[1]
 	token := func(user string) map[string]string {
 		q := url.Values{"service": {"regcache"}, "scope": {"repository:lab/app:pull,push"}}
