@@ -71,6 +71,7 @@ type Cluster struct {
 	members *membership
 	sign    signer
 	client  *http.Client
+	uploads *http.Client // forwarded upload-session requests (uploads.go)
 	srvTLS  *tls.Config
 	probe   time.Duration
 	resolve time.Duration
@@ -129,11 +130,22 @@ func New(cfg Config) (*Cluster, error) {
 	if cfg.ClientTLS != nil {
 		scheme = "https"
 	}
+	// A forwarded PUT is answered once the owner committed the blob, which
+	// takes as long as its size asks: no deadline on the answer there (the
+	// client's connection bounds it).
+	upTransport := cfg.Transport
+	if t, ok := cfg.Transport.(*http.Transport); ok {
+		t = t.Clone()
+		t.ResponseHeaderTimeout = 0
+		upTransport = t
+	}
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	m := &membership{self: cfg.Advertise, static: cfg.Peers, dns: cfg.PeersDNS, resolver: cfg.Resolver, log: cfg.Log, live: map[string]bool{}}
 	m.update(cfg.Peers)
 	return &Cluster{self: cfg.Advertise, scheme: scheme, members: m, sign: signer{secret: cfg.Secret, now: cfg.Now},
-		client: &http.Client{Transport: cfg.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		srvTLS: cfg.ServerTLS, probe: cfg.ProbeInterval, resolve: cfg.ResolveInterval, log: cfg.Log}, nil
+		client:  &http.Client{Transport: cfg.Transport, CheckRedirect: noRedirect},
+		uploads: &http.Client{Transport: upTransport, CheckRedirect: noRedirect},
+		srvTLS:  cfg.ServerTLS, probe: cfg.ProbeInterval, resolve: cfg.ResolveInterval, log: cfg.Log}, nil
 }
 
 // LoadTLS builds the TLS settings of the peer channel: the listener

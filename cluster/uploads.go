@@ -105,7 +105,7 @@ func (c *Cluster) ForwardUpload(r *http.Request, owner, repo, name, id string) (
 		req.Header.Set(requestid.Header, rid)
 	}
 	c.sign.sign(req, c.self)
-	resp, err := c.client.Do(req)
+	resp, err := c.uploads.Do(req)
 	if err != nil {
 		if ctx.Err() == nil {
 			c.members.set(owner, false, err)
