@@ -3,11 +3,14 @@
 // DNS name such as a Kubernetes headless Service), which of them answer,
 // which member owns a digest (rendezvous hashing over the live members),
 // and it carries the peer channel, an authenticated listener that serves
-// only a ping and the GET of a blob, to other replicas only.
+// only a ping, the GET of a blob and the requests of upload sessions
+// opened on it, to other replicas only.
 //
 // A replica's fill of a cold blob streams from the owner, which alone
 // fetches from the upstream (cache.Options.Peers); when the owner is lost
-// mid-blob the fill resumes elsewhere from the bytes it has (cache).
+// mid-blob the fill resumes elsewhere from the bytes it has (cache). An
+// upload session stays on the replica that started it; requests for it
+// reaching other replicas are forwarded there (uploads.go).
 package cluster
 
 import (
@@ -68,6 +71,7 @@ type Cluster struct {
 	members *membership
 	sign    signer
 	client  *http.Client
+	uploads *http.Client // forwarded upload-session requests (uploads.go)
 	srvTLS  *tls.Config
 	probe   time.Duration
 	resolve time.Duration
@@ -126,11 +130,22 @@ func New(cfg Config) (*Cluster, error) {
 	if cfg.ClientTLS != nil {
 		scheme = "https"
 	}
+	// A forwarded PUT is answered once the owner committed the blob, which
+	// takes as long as its size asks: no deadline on the answer there (the
+	// client's connection bounds it).
+	upTransport := cfg.Transport
+	if t, ok := cfg.Transport.(*http.Transport); ok {
+		t = t.Clone()
+		t.ResponseHeaderTimeout = 0
+		upTransport = t
+	}
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	m := &membership{self: cfg.Advertise, static: cfg.Peers, dns: cfg.PeersDNS, resolver: cfg.Resolver, log: cfg.Log, live: map[string]bool{}}
 	m.update(cfg.Peers)
 	return &Cluster{self: cfg.Advertise, scheme: scheme, members: m, sign: signer{secret: cfg.Secret, now: cfg.Now},
-		client: &http.Client{Transport: cfg.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
-		srvTLS: cfg.ServerTLS, probe: cfg.ProbeInterval, resolve: cfg.ResolveInterval, log: cfg.Log}, nil
+		client:  &http.Client{Transport: cfg.Transport, CheckRedirect: noRedirect},
+		uploads: &http.Client{Transport: upTransport, CheckRedirect: noRedirect},
+		srvTLS:  cfg.ServerTLS, probe: cfg.ProbeInterval, resolve: cfg.ResolveInterval, log: cfg.Log}, nil
 }
 
 // LoadTLS builds the TLS settings of the peer channel: the listener

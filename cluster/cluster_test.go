@@ -205,7 +205,7 @@ func newPair(t *testing.T, src Source, key []byte) (a, b *Cluster, srv *httptest
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Config.Handler = a.Handler(src)
+	srv.Config.Handler = a.Handler(src, nil)
 	srv.Start()
 	t.Cleanup(srv.Close)
 	b, err = New(Config{Advertise: "127.0.0.1:1", Peers: []string{addr, "127.0.0.1:1"}, Secret: key})
@@ -324,7 +324,7 @@ func TestMembership(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stranger.Config.Handler = sc.Handler(src)
+	stranger.Config.Handler = sc.Handler(src, nil)
 
 	c, err := New(Config{Advertise: "127.0.0.1:2", Peers: []string{a, "127.0.0.1:2", stranger.Listener.Addr().String()},
 		Secret: key, ProbeInterval: 20 * time.Millisecond})

@@ -28,17 +28,27 @@ type Source interface {
 	Blob(ctx context.Context, repo, digest string) (cache.Content, error)
 }
 
+// senderKey carries the verified sender of a peer request.
+type senderKey struct{}
+
+func sender(r *http.Request) string {
+	s, _ := r.Context().Value(senderKey{}).(string)
+	return s
+}
+
 var digestRE = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
 
 // Handler is the peer channel: every request must carry a valid token
 // (401 without one, 403 with a bad one); then GET of the ping and of a
-// blob are served, and 404 answers everything else (no manifests, no
-// pushes, no admin).
-func (c *Cluster) Handler(src Source) http.Handler {
+// blob are served, and the session methods of upload sessions open here
+// (uploads.go) through up (nil: none), and 404 answers everything else
+// (no manifests, no new sessions, no mounts, no admin).
+func (c *Cluster) Handler(src Source, up Uploads) http.Handler {
 	mux := http.NewServeMux()
 	// A ping proves the caller holds the secret and the receiver answers.
 	mux.HandleFunc("GET "+pingPath, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusNoContent) })
 	mux.HandleFunc("GET "+blobsPath+"{digest}", func(w http.ResponseWriter, r *http.Request) { c.serveBlob(w, r, src) })
+	mux.HandleFunc(uploadsPath+"{id}", func(w http.ResponseWriter, r *http.Request) { c.serveUpload(w, r, sender(r), up) })
 	mux.HandleFunc("/", http.NotFound)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sender, err := c.sign.verify(r)
@@ -53,7 +63,7 @@ func (c *Cluster) Handler(src Source) http.Handler {
 			return
 		}
 		c.log.Debug("peer request", "peer", sender, "remote", r.RemoteAddr, "method", r.Method, "uri", r.URL.RequestURI())
-		mux.ServeHTTP(w, r)
+		mux.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), senderKey{}, sender)))
 	})
 }
 
@@ -108,11 +118,11 @@ func (c *Cluster) serveBlob(w http.ResponseWriter, r *http.Request, src Source) 
 	}
 }
 
-// Server returns the HTTP server of the peer channel, serving src; with
-// TLS when configured (ServeTLS(ln, "", "") then).
-func (c *Cluster) Server(src Source, log *slog.Logger) *http.Server {
+// Server returns the HTTP server of the peer channel, serving src and up
+// (Handler); with TLS when configured (ServeTLS(ln, "", "") then).
+func (c *Cluster) Server(src Source, up Uploads, log *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           c.Handler(src),
+		Handler:           c.Handler(src, up),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		TLSConfig:         c.srvTLS,

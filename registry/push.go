@@ -61,24 +61,13 @@ func (s *server) write(w http.ResponseWriter, r *http.Request, p ociPath, reques
 		return s.startUpload(w, r, p, requested)
 	case p.kind == kindUpload && p.ref == "":
 		return fmt.Errorf("%w: %s %s (start an upload with POST)", errUnsupported, r.Method, r.URL.Path)
-	case p.kind == kindUpload && r.Method == http.MethodPatch:
-		return s.patchUpload(w, r, p, requested)
-	case p.kind == kindUpload && r.Method == http.MethodPut:
-		return s.finishUpload(w, r, p, requested)
-	case p.kind == kindUpload && (r.Method == http.MethodGet || r.Method == http.MethodHead):
-		n, err := s.Local.UploadStatus(r.Context(), p.name, p.ref)
-		if err != nil {
-			return err
+	case p.kind == kindUpload && sessionMethod(r.Method):
+		if s.Forward != nil {
+			if owner := s.Forward.UploadOwner(p.ref); owner != "" {
+				return s.forwardUpload(w, r, p, requested, owner)
+			}
 		}
-		uploadHeaders(w, requested, p.ref, n)
-		w.WriteHeader(http.StatusNoContent)
-		return nil
-	case p.kind == kindUpload && r.Method == http.MethodDelete:
-		if err := s.Local.CancelUpload(r.Context(), p.name, p.ref); err != nil {
-			return err
-		}
-		w.WriteHeader(http.StatusNoContent)
-		return nil
+		return s.session(w, r, p, requested)
 	case p.kind == kindManifest && r.Method == http.MethodPut:
 		return s.putManifest(w, r, p, requested)
 	case p.kind == kindManifest && r.Method == http.MethodDelete:
@@ -88,6 +77,42 @@ func (s *server) write(w http.ResponseWriter, r *http.Request, p ociPath, reques
 			return err
 		}
 		w.WriteHeader(http.StatusAccepted)
+		return nil
+	}
+	return fmt.Errorf("%w: %s %s", errUnsupported, r.Method, r.URL.Path)
+}
+
+// sessionMethod reports whether method acts on an upload session.
+func sessionMethod(method string) bool {
+	switch method {
+	case http.MethodPatch, http.MethodPut, http.MethodGet, http.MethodHead, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// session serves the requests for upload session p.ref held by this
+// replica: a chunk (PATCH), the last one and the digest (PUT), its status
+// (GET, HEAD) or its end (DELETE).
+func (s *server) session(w http.ResponseWriter, r *http.Request, p ociPath, requested string) error {
+	switch r.Method {
+	case http.MethodPatch:
+		return s.patchUpload(w, r, p, requested)
+	case http.MethodPut:
+		return s.finishUpload(w, r, p, requested)
+	case http.MethodGet, http.MethodHead:
+		n, err := s.Local.UploadStatus(r.Context(), p.name, p.ref)
+		if err != nil {
+			return err
+		}
+		uploadHeaders(w, requested, p.ref, n)
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	case http.MethodDelete:
+		if err := s.Local.CancelUpload(r.Context(), p.name, p.ref); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
 		return nil
 	}
 	return fmt.Errorf("%w: %s %s", errUnsupported, r.Method, r.URL.Path)

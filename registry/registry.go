@@ -69,6 +69,9 @@ type Config struct {
 	// the catalog (optional; see push.go): without it, pushes answer
 	// UNSUPPORTED.
 	Local LocalRepos
+	// Forward sends requests for upload sessions held by another replica
+	// to it (optional; see forward.go).
+	Forward UploadForwarder
 	// GC serves POST /admin/v1/gc (optional).
 	GC GarbageCollector
 	// ClientAuth, when set, requires clients of /v2/ to log in and hold

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"regexp"
 	"sync"
 	"time"
 
@@ -49,7 +50,14 @@ type Options struct {
 	IdleTimeout time.Duration
 	// MaxSize caps the bytes of one upload (0: no cap).
 	MaxSize int64
+	// IDSuffix, when set, ends every session ID ("<random>-<suffix>"): a
+	// replica of a cluster names itself in the IDs it hands out, so that
+	// another replica receiving a request for the session knows where it
+	// lives. 1 to 16 lowercase letters or digits.
+	IDSuffix string
 }
+
+var suffixRE = regexp.MustCompile(`^[a-z0-9]{1,16}$`)
 
 // RangeError is an out-of-order chunk; Offset is how many bytes the
 // session holds (the client resumes there).
@@ -94,7 +102,8 @@ type Sessions struct {
 	store   Store
 	records Records
 	idle    time.Duration
-	maxSize int64 // 0: none
+	maxSize int64  // 0: none
+	suffix  string // "-" and Options.IDSuffix, or empty
 	now     func() time.Time
 	log     *slog.Logger
 
@@ -109,11 +118,18 @@ func New(ctx context.Context, store Store, records Records, opts Options, log *s
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
+	var suffix string
+	if opts.IDSuffix != "" {
+		if !suffixRE.MatchString(opts.IDSuffix) {
+			return nil, fmt.Errorf("upload session ID suffix %q: want 1 to 16 lowercase letters or digits", opts.IDSuffix)
+		}
+		suffix = "-" + opts.IDSuffix
+	}
 	raw, err := records.Records(ctx, recordKind)
 	if err != nil {
 		return nil, fmt.Errorf("load upload sessions: %w", err)
 	}
-	s := &Sessions{store: store, records: records, idle: idle, maxSize: max(opts.MaxSize, 0), now: time.Now, log: log, sessions: map[string]session{}, busy: map[string]*sync.Mutex{}}
+	s := &Sessions{store: store, records: records, idle: idle, maxSize: max(opts.MaxSize, 0), suffix: suffix, now: time.Now, log: log, sessions: map[string]session{}, busy: map[string]*sync.Mutex{}}
 	for id, v := range raw {
 		var ss session
 		if err := json.Unmarshal(v, &ss); err != nil {
@@ -142,7 +158,7 @@ func (s *Sessions) Start(ctx context.Context, repo string) (string, error) {
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
-	id := hex.EncodeToString(b)
+	id := hex.EncodeToString(b) + s.suffix
 	ss := session{Repo: repo, Started: s.now().UTC()}
 	raw, err := json.Marshal(ss)
 	if err != nil {
@@ -165,6 +181,14 @@ func (s *Sessions) Start(ctx context.Context, repo string) (string, error) {
 	s.sessions[id] = ss
 	s.mu.Unlock()
 	return id, nil
+}
+
+// Exists reports whether session id of repo is open here.
+func (s *Sessions) Exists(repo, id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ss, ok := s.sessions[id]
+	return ok && ss.Repo == repo
 }
 
 // acquire locks session id of repo for one request; release with the

@@ -239,3 +239,39 @@ func TestMaxSize(t *testing.T) {
 		t.Errorf("uploads left behind: %v", ups)
 	}
 }
+
+// TestIDSuffix: with IDSuffix every session ID ends in it (URL safe, and
+// accepted by the store); Exists knows a session only in its repository;
+// a suffix that is not lowercase letters and digits is refused.
+func TestIDSuffix(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	f := openWith(t, t.TempDir(), Options{IDSuffix: "a1b2c3d4e5f6"})
+	defer f.meta.Close()
+	id, err := f.s.Start(ctx, "team/app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(id, "-a1b2c3d4e5f6") || len(id) != 32+1+12 {
+		t.Fatalf("session id %q: want 32 hex digits, '-', the suffix", id)
+	}
+	if !f.s.Exists("team/app", id) || f.s.Exists("team/other", id) || f.s.Exists("team/app", id+"x") {
+		t.Fatalf("Exists: want the session in team/app only")
+	}
+	if _, err := f.s.Write(ctx, "team/app", id, 0, 3, strings.NewReader("abc")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.s.Commit(ctx, "team/app", id, digestOf([]byte("abc")), -1, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if f.s.Exists("team/app", id) {
+		t.Fatal("Exists after commit: want false")
+	}
+	for _, bad := range []string{"A1", "a-b", "a/b", strings.Repeat("a", 17)} {
+		blobs, _ := storage.OpenBlobs(filepath.Join(t.TempDir(), "blobs"))
+		_, err := New(ctx, blobs, f.meta, Options{IDSuffix: bad}, slog.New(slog.DiscardHandler))
+		if err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("IDSuffix %q: err %v, want a refusal naming it", bad, err)
+		}
+	}
+}

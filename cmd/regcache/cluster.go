@@ -14,6 +14,8 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/cluster"
+	"github.com/regcache/regcache/registry"
+	"github.com/regcache/regcache/uploads"
 )
 
 // clusterConfig is the cluster: section: replicas sharing one blob store
@@ -163,13 +165,38 @@ func (pc *peerChannel) close() {
 	}
 }
 
-// serve serves the puller's blobs to the other replicas and follows the
-// members until stop.
-func (pc *peerChannel) serve(ctx context.Context, src cluster.Source) (stop func()) {
+// uploadIDSuffix is what this replica's upload session IDs end with, so
+// that the others forward requests for them here; empty when off.
+func (c clusterConfig) uploadIDSuffix() string {
+	if c.Listen == "" {
+		return ""
+	}
+	return cluster.UploadTag(c.Advertise)
+}
+
+// forwarder returns the cluster as the registry's UploadForwarder (nil
+// when off).
+func (pc *peerChannel) forwarder() registry.UploadForwarder {
+	if pc == nil {
+		return nil
+	}
+	return pc.cl
+}
+
+// peerUploads serves forwarded upload-session requests: the sessions say
+// which are open here, the registry serves them.
+type peerUploads struct {
+	*uploads.Sessions
+	*registry.PeerUploads
+}
+
+// serve serves the puller's blobs and the upload sessions of this replica
+// to the other replicas and follows the members until stop.
+func (pc *peerChannel) serve(ctx context.Context, src cluster.Source, up cluster.Uploads) (stop func()) {
 	if pc == nil {
 		return func() {}
 	}
-	srv := pc.cl.Server(src, pc.log)
+	srv := pc.cl.Server(src, up, pc.log)
 	served := make(chan error, 1)
 	go func() {
 		if pc.cl.TLS() {

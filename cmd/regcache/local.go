@@ -33,7 +33,7 @@ func newLocalRepos(ctx context.Context, cfg Config, blobs *storage.Blobs, meta m
 	if err != nil {
 		return nil, err
 	}
-	sessions, err := uploads.New(ctx, blobs, sessionRecords, uploads.Options{IdleTimeout: cfg.UploadIdleTimeout, MaxSize: maxUpload}, log)
+	sessions, err := uploads.New(ctx, blobs, sessionRecords, uploads.Options{IdleTimeout: cfg.UploadIdleTimeout, MaxSize: maxUpload, IDSuffix: cfg.Cluster.uploadIDSuffix()}, log)
 	if err != nil {
 		return nil, err
 	}

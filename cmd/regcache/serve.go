@@ -130,8 +130,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 	puller := cache.NewPuller(rules, endpoints, creds, blobs, meta, log, cache.Options{DefaultRegistry: cfg.DefaultRegistry,
 		IdleTimeout: cfg.FillIdleTimeout, Transport: upstream, MaxFills: cfg.Limits.MaxUpstreamFetches, Observer: obs.cacheObserver(),
 		Upstreams: upstreams, Guard: repos.Repos, NotFoundTTL: cfg.NotFoundTTL, Peers: peers.peers()})
-	defer puller.Close()             // before meta closes: fills link what they commit
-	defer peers.serve(ctx, puller)() // stops before the puller closes
+	defer puller.Close() // before meta closes: fills link what they commit
 	// Access times are flushed periodically and once more after the last
 	// request finished.
 	defer background(ctx, func(ctx context.Context) { puller.RunAccessFlusher(ctx, 30*time.Second) })()
@@ -147,7 +146,7 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 	trusted, _ := parseTrustedProxies(cfg.TrustedProxies) // validated with the config
 	rc := registry.Config{Backend: puller, Rules: rules, AdminToken: token, Log: log, CredentialSets: creds,
 		Local: repos.Repos, GC: repos.Repos, Limits: limits, ClientAuth: clientAuth, AuthRealm: cfg.Auth.Realm, TrustedProxies: trusted,
-		Lifecycle: lifecycle,
+		Lifecycle: lifecycle, Forward: peers.forwarder(),
 	}
 	if metas.checker != nil {
 		// POST /admin/v1/fsck checks the live store; it quarantines next to it.
@@ -173,6 +172,13 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 	handler, err := registry.New(rc)
 	if err != nil {
 		return err
+	}
+	if peers != nil {
+		fwd, err := registry.NewPeerUploads(rc)
+		if err != nil {
+			return err
+		}
+		defer peers.serve(ctx, puller, peerUploads{repos.sessions, fwd})() // stops before the puller closes
 	}
 	srv := registry.NewServer(handler, limits, log)
 	scheme := "http"
