@@ -675,8 +675,10 @@ func TestKustomizeRegcacheHAServes(t *testing.T) {
 	}
 	peer := "127.0.0.1:" + port
 	bin := peers.BuildRegcache(t)
+	// --store s3 repeats the config's store: with REGCACHE_E2E_STORE=s3
+	// the harness then leaves the store to this test.
 	rc := peers.StartRegcacheWith(t, bin, peers.ServeOptions{Env: s3.Env()}, "--config", cfgPath,
-		"--s3-endpoint", s3.Endpoint, "--s3-bucket", s3.Bucket(t), "--etcd-endpoints", etcd.Endpoint,
+		"--store", "s3", "--s3-endpoint", s3.Endpoint, "--s3-bucket", s3.Bucket(t), "--etcd-endpoints", etcd.Endpoint,
 		"--peer-listen", peer, "--peer-advertise", peer, "--peers-dns", "localhost:"+port,
 		"--peer-secret-file", secretFile, "--admin-token-file", tokenFile)
 	for _, path := range []string{"/readyz", "/healthz"} {
