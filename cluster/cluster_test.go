@@ -274,28 +274,35 @@ func TestPeerChannel(t *testing.T) {
 			t.Fatal("the peer channel asked the puller without marking the request as a peer's")
 		}
 	}
+	ownedHere, remote, remoteOwner := 0, "", ""
 	for i := range 64 {
 		dd := digestOf(i)
 		owner := b.Owner(dd)
-		if want := Owner(dd, b.Live()); owner != want && (owner != "" || want != b.Self()) {
+		want := Owner(dd, b.Live())
+		if want == b.Self() {
+			want = "" // this replica fetches it itself
+			ownedHere++
+		}
+		if owner != want {
 			t.Fatalf("Owner(%s) = %q, want %q (empty for self)", dd, owner, want)
 		}
-		if owner == "" {
-			continue
+		if owner != "" && remote == "" {
+			remote, remoteOwner = dd, owner
 		}
-		src.digest = dd
-		rc, size, err := b.Open(t.Context(), owner, "hub/app", dd, 1234)
-		if err != nil || size != int64(len(body)) {
-			t.Fatalf("Open: size %d err %v; want %d", size, err, len(body))
-		}
-		got, err := io.ReadAll(rc)
-		rc.Close()
-		if err != nil || !bytes.Equal(got, body[1234:]) {
-			t.Fatalf("Open from offset 1234: %d bytes, err %v", len(got), err)
-		}
-		return
 	}
-	t.Fatal("the other replica owns none of 64 digests")
+	if ownedHere == 0 || remote == "" {
+		t.Fatalf("of 64 digests this replica owns %d and the other %d: want some of each", ownedHere, 64-ownedHere)
+	}
+	src.digest = remote
+	rc, size, err := b.Open(t.Context(), remoteOwner, "hub/app", remote, 1234)
+	if err != nil || size != int64(len(body)) {
+		t.Fatalf("Open: size %d err %v; want %d", size, err, len(body))
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, body[1234:]) {
+		t.Fatalf("Open from offset 1234: %d bytes, err %v", len(got), err)
+	}
 }
 
 // waitLive waits until c's live members are want.
