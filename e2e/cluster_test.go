@@ -189,26 +189,25 @@ func getVerified(url, digest string) error {
 	return nil
 }
 
-// TestClusterOneFetchPerBlob: 16 clients on each of three replicas pull
-// the same cold image at once; each blob leaves the upstream exactly
-// once, and every client gets verified bytes.
-func TestClusterOneFetchPerBlob(t *testing.T) {
-	t.Parallel()
-	up := peers.StartGGCR(t)
-	img := peers.SeedImage(t, up.Host+"/library/app:v1", true)
-	proxy := newBlobProxy(t, up.URL())
-	r := startReplicas(t, 3, proxy.URL)
-
-	const perReplica = 16
-	errs := make(chan error, 3*perReplica*len(img.Blobs()))
+// pullAtOnce has perReplica clients of each replica GET, all at once, the
+// manifests and then the blobs of repo by digest, each checking the digest
+// of what it read; every failure is an error of the test.
+func pullAtOnce(t *testing.T, rcs []*peers.Regcache, perReplica int, repo string, digests []string, manifests ...string) {
+	t.Helper()
+	errs := make(chan error, len(rcs)*perReplica*(len(digests)+len(manifests)))
 	var wg sync.WaitGroup
 	start := make(chan struct{})
-	for _, rc := range r.rc {
+	for _, rc := range rcs {
 		for range perReplica {
 			wg.Go(func() {
 				<-start
-				for _, d := range img.Blobs() {
-					if err := getVerified(rc.URL()+"/v2/hub/app/blobs/"+d, d); err != nil {
+				for _, d := range manifests {
+					if err := getVerified(rc.URL()+"/v2/"+repo+"/manifests/"+d, d); err != nil {
+						errs <- err
+					}
+				}
+				for _, d := range digests {
+					if err := getVerified(rc.URL()+"/v2/"+repo+"/blobs/"+d, d); err != nil {
 						errs <- err
 					}
 				}
@@ -221,6 +220,19 @@ func TestClusterOneFetchPerBlob(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestClusterOneFetchPerBlob: 16 clients on each of three replicas pull
+// the same cold image at once; each blob leaves the upstream exactly
+// once, and every client gets verified bytes.
+func TestClusterOneFetchPerBlob(t *testing.T) {
+	t.Parallel()
+	up := peers.StartGGCR(t)
+	img := peers.SeedImage(t, up.Host+"/library/app:v1", true)
+	proxy := newBlobProxy(t, up.URL())
+	r := startReplicas(t, 3, proxy.URL)
+
+	pullAtOnce(t, r.rc, 16, "hub/app", img.Blobs())
 	for _, d := range img.Blobs() {
 		if n, _ := proxy.count(d); n != 1 {
 			t.Errorf("blob %s: %d upstream GETs across the replicas, want exactly 1 (owner %s)", d, n, cluster.Owner(d, r.addrs))

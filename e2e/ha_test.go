@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -147,31 +146,7 @@ func TestHA(t *testing.T) {
 	t.Logf("rule created on replica 1 in force on replica 3 after %v", time.Since(start).Round(time.Millisecond))
 
 	// Cold pulls: 16 clients per replica, each blob fetched once.
-	const perReplica = 16
-	errs := make(chan error, 3*perReplica*(len(img.Blobs())+1))
-	var wg sync.WaitGroup
-	gate := make(chan struct{})
-	for _, rc := range h.rc {
-		for range perReplica {
-			wg.Go(func() {
-				<-gate
-				if err := getVerified(rc.URL()+"/v2/hub/app/manifests/"+img.Digest, img.Digest); err != nil {
-					errs <- err
-				}
-				for _, d := range img.Blobs() {
-					if err := getVerified(rc.URL()+"/v2/hub/app/blobs/"+d, d); err != nil {
-						errs <- err
-					}
-				}
-			})
-		}
-	}
-	close(gate)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	pullAtOnce(t, h.rc, 16, "hub/app", img.Blobs(), img.Digest)
 	for _, d := range img.Blobs() {
 		if n, _ := proxy.count(d); n != 1 {
 			t.Errorf("blob %s: %d upstream GETs across the three replicas, want exactly 1", d, n)

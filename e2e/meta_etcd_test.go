@@ -26,14 +26,7 @@ func TestMetaEtcd(t *testing.T) {
 	meta := []string{"--upstream", "docker.io=" + u.URL(), "--meta", "etcd", "--etcd-endpoints", etcd.Endpoint, "--etcd-prefix", prefix}
 	one := peers.StartRegcache(t, bin, meta...)
 	two := peers.StartRegcache(t, bin, meta...)
-	cli := func(rc *peers.Regcache, args ...string) string {
-		t.Helper()
-		stdout, stderr, code := peers.Run(t, bin, append(args, "--server", rc.URL(), "--token", rc.Token())...)
-		if code != 0 {
-			t.Fatalf("regcache %s: exit %d: %s", strings.Join(args, " "), code, stderr)
-		}
-		return stdout
-	}
+	cli := func(rc *peers.Regcache, args ...string) string { t.Helper(); return replicaCLI(t, bin, rc, args...) }
 	cli(one, "cache", "create", "-n", "HubLibrary", "-s", "docker.io/library/*", "-t", "hub/*")
 
 	// The rule is in etcd, under the prefix.
@@ -90,14 +83,7 @@ func TestMetaEtcdAdminChangesReachEveryReplica(t *testing.T) {
 	meta := []string{"--upstream", "docker.io=" + u.URL(), "--meta", "etcd", "--etcd-endpoints", etcd.Endpoint, "--etcd-prefix", "/rc-admin/"}
 	one := peers.StartRegcache(t, bin, meta...)
 	two := peers.StartRegcache(t, bin, meta...)
-	cli := func(rc *peers.Regcache, args ...string) string {
-		t.Helper()
-		stdout, stderr, code := peers.Run(t, bin, append(args, "--server", rc.URL(), "--token", rc.Token())...)
-		if code != 0 {
-			t.Fatalf("regcache %s: exit %d: %s", strings.Join(args, " "), code, stderr)
-		}
-		return stdout
-	}
+	cli := func(rc *peers.Regcache, args ...string) string { t.Helper(); return replicaCLI(t, bin, rc, args...) }
 	// within waits up to a few seconds for cond on a replica.
 	within := func(what string, cond func() bool) {
 		t.Helper()
@@ -155,4 +141,15 @@ func getJSON(t *testing.T, url string, v any) {
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
 		t.Fatalf("GET %s: %v", url, err)
 	}
+}
+
+// replicaCLI runs the admin CLI against rc with its token and returns its
+// output; a failure ends the test.
+func replicaCLI(t *testing.T, bin string, rc *peers.Regcache, args ...string) string {
+	t.Helper()
+	stdout, stderr, code := peers.Run(t, bin, append(args, "--server", rc.URL(), "--token", rc.Token())...)
+	if code != 0 {
+		t.Fatalf("regcache %s: exit %d: %s", strings.Join(args, " "), code, stderr)
+	}
+	return stdout
 }
