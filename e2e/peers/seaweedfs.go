@@ -216,6 +216,34 @@ func (s *S3) CreateBucket(t testing.TB, name string) {
 	if err != nil && !(errors.As(err, &owned) && (owned.ErrorCode() == "BucketAlreadyOwnedByYou" || owned.ErrorCode() == "BucketAlreadyExists")) {
 		t.Fatalf("create bucket %s: %v", name, err)
 	}
+	if err := s.writable(t.Context(), name); err != nil {
+		t.Fatalf("bucket %s: %v", name, err)
+	}
+}
+
+// writable waits until bucket takes an object: SeaweedFS allocates a new
+// bucket's volumes at its first write, and on a busy machine that first
+// write can fail (500 InternalError) until they are there. A probe object
+// outside every prefix the tests use is written and removed.
+func (s *S3) writable(ctx context.Context, bucket string) error {
+	ctx, cancel := context.WithTimeout(ctx, s3ReadyTimeout)
+	defer cancel()
+	key := ".e2e-writable-probe"
+	for {
+		_, err := s.Client.PutObject(ctx, &awss3.PutObjectInput{Bucket: &bucket, Key: &key, Body: strings.NewReader("probe")})
+		if err == nil {
+			_, err = s.Client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: &bucket, Key: &key})
+			return err
+		}
+		if s.proc.exited() {
+			return fmt.Errorf("%w: %v", errExited, s.proc.err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("no object could be written: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // Objects lists the keys under prefix in bucket, with their sizes.
