@@ -43,11 +43,15 @@ type plan struct {
 func (e *Evictor) plan(ctx context.Context) (*plan, error) {
 	p := &plan{opts: e.opts, now: e.opts.Now(), sizes: map[string]int64{}, global: map[string]int{},
 		perRepo: map[string]map[string]int{}, linked: map[string]map[string]bool{}, pinned: map[string]bool{}}
-	u, err := e.blobs.WaitUsage(ctx)
-	if err != nil {
-		return nil, err
+	if e.opts.Lock == nil {
+		// This process alone changes the store: its running count is
+		// exact. A shared store is counted by the walk below instead.
+		u, err := e.blobs.WaitUsage(ctx)
+		if err != nil {
+			return nil, err
+		}
+		p.stored = u.Bytes
 	}
-	p.stored = u.Bytes
 	links, tags, err := e.meta.Contents(ctx)
 	if err != nil {
 		return nil, err
@@ -65,7 +69,7 @@ func (e *Evictor) plan(ctx context.Context) (*plan, error) {
 		return nil, err
 	}
 	if e.opts.Lock != nil {
-		// A shared store: this replica's count misses what the others
+		// A shared store: this replica's count would miss what the others
 		// committed and removed; the walk has it all.
 		p.stored = walked
 	}
