@@ -54,9 +54,9 @@ func TestHAProxyConfig(t *testing.T) {
 		"bind 127.0.0.1:18080\n",
 		"balance roundrobin\n",
 		"option httpchk GET /readyz\n",
-		"server r0 127.0.0.1:18081 check\n",
-		"server r1 127.0.0.1:18082 check\n",
-		"server r2 127.0.0.1:18083 check\n",
+		"server b0 127.0.0.1:18081 check\n",
+		"server b1 127.0.0.1:18082 check\n",
+		"server b2 127.0.0.1:18083 check\n",
 	} {
 		if !strings.Contains(string(cfg), want) {
 			t.Errorf("haproxy.cfg lacks %q:\n%s", want, cfg)

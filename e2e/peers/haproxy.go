@@ -34,7 +34,8 @@ type HAProxy struct {
 	once     sync.Once
 }
 
-// haproxyConfig is the configuration StartHAProxy runs. The timeouts are
+// haproxyConfig is the configuration StartHAProxy (and the benchmark's ha
+// servers, through HAProxyConfig) runs. The timeouts are
 // inactivity timeouts: a blob streamed for an hour never idles for ten
 // minutes, and a fill waiting on a slow upstream is answered within that.
 const haproxyConfig = `global
@@ -68,6 +69,18 @@ backend replicas
 	default-server inter 500ms fall 2 rise 1
 %s`
 
+// HAProxyConfig is the haproxy configuration of a load balancer listening
+// on listen, round-robin over backends (host:port each, named b0, b1, ...),
+// each checked with GET checkPath every 500 ms (down after 2 failures, up
+// after 1), a request a dead backend refused retried on another.
+func HAProxyConfig(listen, checkPath string, backends []string) string {
+	var servers strings.Builder
+	for i, b := range backends {
+		fmt.Fprintf(&servers, "\tserver b%d %s check\n", i, b)
+	}
+	return fmt.Sprintf(haproxyConfig, listen, checkPath, servers.String())
+}
+
 // StartHAProxy starts Debian's /usr/sbin/haproxy in the foreground with a
 // generated configuration in a temporary directory, balancing over
 // backends (host:port each), and returns once a request through it is
@@ -86,12 +99,10 @@ func StartHAProxy(t testing.TB, backends []string, opts HAProxyOptions) *HAProxy
 	if !strings.HasPrefix(opts.CheckPath, "/") || strings.ContainsAny(opts.CheckPath, " \t\n") {
 		t.Fatalf("start haproxy: CheckPath %q: want an absolute path without spaces", opts.CheckPath)
 	}
-	var servers strings.Builder
 	for i, b := range backends {
 		if b == "" || strings.ContainsAny(b, " \t\n") {
 			t.Fatalf("start haproxy: backend %d is %q: want host:port", i, b)
 		}
-		fmt.Fprintf(&servers, "\tserver b%d %s check\n", i, b)
 	}
 
 	dir := t.TempDir()
@@ -104,7 +115,7 @@ func StartHAProxy(t testing.TB, backends []string, opts HAProxyOptions) *HAProxy
 			t.Fatalf("start haproxy: %v", err)
 		}
 		h.addr = loopback(port)
-		cfg := fmt.Sprintf(haproxyConfig, h.addr, opts.CheckPath, servers.String())
+		cfg := HAProxyConfig(h.addr, opts.CheckPath, backends)
 		if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 			t.Fatalf("start haproxy: write config: %v", err)
 		}
