@@ -116,6 +116,12 @@ type Config struct {
 	LogFormat string `yaml:"logFormat"`
 	// Metrics configures /metrics (see metricsConfig).
 	Metrics metricsConfig `yaml:"metrics"`
+	// HeapFloor is the heap the Go garbage collector lets grow before it
+	// runs, however little is live, e.g. 64MiB ("" is the default, 64MiB;
+	// 0 runs the collector as Go does by default); a GOGC variable in the
+	// environment wins (--heap-floor, REGCACHE_HEAP_FLOOR). See package
+	// heapfloor.
+	HeapFloor string `yaml:"heapFloor"`
 	// Limits bound connections and the time a client may make no progress
 	// (maxConns: --max-conns, REGCACHE_MAX_CONNS; maxConnsPerAddress:
 	// --max-conns-per-address, REGCACHE_MAX_CONNS_PER_ADDRESS; the
@@ -183,6 +189,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
 	fs.Bool("metrics", true, "count requests, hits, misses and upstream traffic and serve them on /metrics for Prometheus (env REGCACHE_METRICS)")
 	fs.String("metrics-listen", "", "serve /metrics on this address instead of --listen, e.g. 127.0.0.1:9091 (env REGCACHE_METRICS_LISTEN)")
+	fs.String("heap-floor", "", "heap the Go garbage collector lets grow before it runs while little is live: fewer collections on a busy server, for at most this much memory; 0: Go's default behaviour (env REGCACHE_HEAP_FLOOR; default 64MiB; GOGC in the environment wins)")
 	fs.Int("max-upstream-fetches", 0, fmt.Sprintf("cap on blobs fetched from upstreams at once; more fills wait for a slot (env REGCACHE_MAX_UPSTREAM_FETCHES; default %d; -1: none)", cache.DefaultMaxFills))
 	fs.String("max-upload-size", "", "cap on one blob pushed into a local repository, e.g. 20GiB (env REGCACHE_MAX_UPLOAD_SIZE; default: none)")
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")
@@ -219,6 +226,7 @@ func loadConfig(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 	str(&cfg.DataDir, "data-dir", "REGCACHE_DATA_DIR")
 	str(&cfg.AdminTokenFile, "admin-token-file", "REGCACHE_ADMIN_TOKEN_FILE")
 	str(&cfg.Limits.MaxUploadSize, "max-upload-size", "REGCACHE_MAX_UPLOAD_SIZE")
+	str(&cfg.HeapFloor, "heap-floor", "REGCACHE_HEAP_FLOOR")
 	str(&cfg.TLSCert, "tls-cert", "REGCACHE_TLS_CERT")
 	str(&cfg.TLSKey, "tls-key", "REGCACHE_TLS_KEY")
 	str(&cfg.DefaultRegistry, "default-registry", "REGCACHE_DEFAULT_REGISTRY")
@@ -384,6 +392,9 @@ func (c Config) validate() error {
 		return err
 	}
 	if _, err := parseSize("limits.maxUploadSize", c.Limits.MaxUploadSize); err != nil {
+		return err
+	}
+	if _, err := parseSize("heapFloor", c.HeapFloor); err != nil {
 		return err
 	}
 	if err := c.validateAuth(); err != nil {

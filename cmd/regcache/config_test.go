@@ -208,6 +208,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{name: "bad log format", args: []string{"--log-format", "xml"}, wantErr: []string{`"xml"`}},
 		{name: "empty listen flag", args: []string{"--listen", ""}, wantErr: []string{"listen"}},
 		{name: "empty data dir flag", args: []string{"--data-dir", ""}, wantErr: []string{"dataDir"}},
+		{name: "bad heap floor flag", args: []string{"--heap-floor", "lots"}, wantErr: []string{"heapFloor", `"lots"`, "512MiB"}},
+		{name: "bad heap floor env", env: map[string]string{"REGCACHE_HEAP_FLOOR": "-1MiB"}, wantErr: []string{"heapFloor", `"-1MiB"`}},
+		{name: "bad heap floor file", file: "heapFloor: 64 megs\n", wantErr: []string{"heapFloor", `"64 megs"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

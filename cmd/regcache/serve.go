@@ -17,6 +17,7 @@ import (
 
 	"github.com/regcache/regcache/cache"
 	"github.com/regcache/regcache/credentials"
+	"github.com/regcache/regcache/heapfloor"
 	"github.com/regcache/regcache/registry"
 	"github.com/regcache/regcache/status"
 	"github.com/regcache/regcache/storage"
@@ -32,6 +33,11 @@ func serve(ctx context.Context, cfg Config, getenv func(string) string, log *slo
 		return err
 	}
 	openFiles := raiseOpenFilesLimit(log)
+	floor := int64(heapfloor.Default)
+	if cfg.HeapFloor != "" {
+		floor, _ = parseSize("heapFloor", cfg.HeapFloor) // validated
+	}
+	defer heapfloor.Start(floor, log).Stop()
 	limits := cfg.Limits.Limits.WithDefaults(openFiles)
 	var certs *registry.CertReloader
 	if cfg.TLSCert != "" {
