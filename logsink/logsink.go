@@ -3,16 +3,18 @@
 // a request never waits for the log's output (a terminal, a pipe to a
 // container runtime, a file) to accept its access log line.
 //
-// Lines are not held back: the writing goroutine wakes for the first line
-// and writes what has gathered by then; while it writes, the lines of
-// other requests gather and go out together in its next write. A busy
-// server thus makes one write for many lines, an idle one writes each
-// line as it comes. Only when the output stops accepting lines and
+// Lines are not held back: the writing goroutine wakes for the first line,
+// lets the goroutines ready to run go first (on a busy server, requests
+// about to log their own lines) and writes what has gathered by then;
+// while it writes, the lines of other requests gather and go out together
+// in its next write. A busy server thus makes one write for many lines,
+// an idle one writes each line as it comes. Only when the output stops accepting lines and
 // MaxPending bytes wait does a Write block (nothing is dropped).
 package logsink
 
 import (
 	"io"
+	"runtime"
 	"sync"
 )
 
@@ -72,6 +74,11 @@ func (w *Writer) run() {
 	defer close(w.done)
 	var spare []byte
 	for range w.wake {
+		// Let the goroutines that are ready to run go first: on a busy
+		// server they are requests about to add their lines, which then
+		// go out in this write rather than in one write each. On an
+		// idle one nothing is ready and this returns at once.
+		runtime.Gosched()
 		w.mu.Lock()
 		batch := w.pending
 		w.pending = spare[:0]

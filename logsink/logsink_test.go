@@ -3,6 +3,7 @@ package logsink
 import (
 	"bytes"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -137,3 +138,55 @@ func TestClose(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// countingOut records how many writes it was handed.
+type countingOut struct {
+	mu     sync.Mutex
+	writes int
+	buf    bytes.Buffer
+}
+
+func (o *countingOut) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.writes++
+	return o.buf.Write(p)
+}
+
+// Lines of requests that are ready to run when the first one wakes the
+// writing goroutine go out with it in one write, not in one write each.
+// One processor makes the order of the goroutines the scheduler's, not
+// the clock's: the writer, woken by the first line, lets the other
+// hundred log theirs before it writes.
+func TestReadyLinesShareAWrite(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	out := &countingOut{}
+	w := New(out)
+	var want strings.Builder
+	lines := make([]string, 100)
+	for i := range lines {
+		lines[i] = fmt.Sprintf("time=now level=INFO msg=request n=%d\n", i)
+		want.WriteString(lines[i])
+	}
+	var wg sync.WaitGroup
+	for i := range lines {
+		wg.Go(func() {
+			if _, err := w.Write([]byte(lines[i])); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out.mu.Lock()
+	defer out.mu.Unlock()
+	// The lines are in the order the goroutines ran, which is not theirs.
+	if got := out.buf.Len(); got != want.Len() {
+		t.Fatalf("%d bytes written, want the %d of the 100 lines", got, want.Len())
+	}
+	if out.writes > 5 {
+		t.Errorf("100 lines ready together went out in %d writes, want at most 5", out.writes)
+	}
+}
