@@ -55,6 +55,7 @@ type Metrics struct {
 
 	rules     sync.Map // rule name ("" for local repositories) -> *ruleStats
 	upstreams sync.Map // login server -> *upstreamStats
+	series    sync.Map // requestKey -> *requestSeries
 	totals    totals
 	history   history
 }
@@ -189,8 +190,9 @@ func (m *Metrics) Joined(rule string) { m.rule(rule).joined.Add(1) }
 // Request counts an answered request, and the body bytes of manifests and
 // blobs by where they came from.
 func (m *Metrics) Request(ri registry.RequestInfo) {
-	m.requests.WithLabelValues(ri.Route, ri.Method, statusClass(ri.Status)).Inc()
-	m.requestDuration.WithLabelValues(ri.Route, ri.Method).Observe(ri.Duration.Seconds())
+	s := m.requestSeries(requestKey{ri.Route, ri.Method, statusClass(ri.Status)})
+	s.count.Inc()
+	s.duration.Observe(ri.Duration.Seconds())
 	if ri.Bytes <= 0 || (ri.Route != registry.RouteManifest && ri.Route != registry.RouteBlob) ||
 		(ri.Status != http.StatusOK && ri.Status != http.StatusPartialContent) {
 		return
@@ -199,6 +201,29 @@ func (m *Metrics) Request(ri registry.RequestInfo) {
 	if ri.Rule != "" && (ri.Cache == cache.SourceHit || ri.Cache == cache.SourceStale) {
 		m.totals.storeBytes.Add(ri.Bytes)
 	}
+}
+
+// requestKey names the series of one kind of answered request; its values
+// come from small fixed sets (RequestInfo's route and method, a status
+// class), so the series it names are few.
+type requestKey struct{ route, method, class string }
+
+// requestSeries are the collectors of one requestKey, looked up once:
+// finding them by label values hashes the values every time.
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (m *Metrics) requestSeries(k requestKey) *requestSeries {
+	if s, ok := m.series.Load(k); ok {
+		return s.(*requestSeries)
+	}
+	s, _ := m.series.LoadOrStore(k, &requestSeries{
+		count:    m.requests.WithLabelValues(k.route, k.method, k.class),
+		duration: m.requestDuration.WithLabelValues(k.route, k.method),
+	})
+	return s.(*requestSeries)
 }
 
 // statusClasses are the code label values of HTTP statuses 100-599.

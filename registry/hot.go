@@ -20,7 +20,6 @@ import (
 var (
 	apiVersionValue   = []string{"registry/2.0"}
 	cacheControlValue = []string{"max-age=31536000"}
-	acceptRangesValue = []string{"bytes"}
 )
 
 // manifestHeaders are the header values of one stored manifest.
@@ -74,8 +73,12 @@ func plainRead(r *http.Request) bool {
 }
 
 // serveHot writes a manifest held in memory with the headers
-// http.ServeContent would send; it reports false, having written nothing,
-// when the request needs ServeContent.
+// http.ServeContent would send but Accept-Ranges; it reports false, having
+// written nothing, when the request needs ServeContent. No client fetches
+// a manifest in parts (a Range request is still answered, by
+// ServeContent), and without that header every answer has at most eight:
+// net/http copies the handler's headers once more when it writes them,
+// and a ninth header makes both maps (and the copy) several times dearer.
 func (s *server) serveHot(w http.ResponseWriter, r *http.Request, c cache.Content, immutable bool) bool {
 	if c.Bytes == nil || !plainRead(r) {
 		return false
@@ -88,7 +91,6 @@ func (s *server) serveHot(w http.ResponseWriter, r *http.Request, c cache.Conten
 	if immutable {
 		h["Cache-Control"] = cacheControlValue
 	}
-	h["Accept-Ranges"] = acceptRangesValue
 	h["Content-Length"] = mh.length
 	w.WriteHeader(http.StatusOK)
 	if r.Method != http.MethodHead {

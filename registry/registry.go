@@ -381,10 +381,16 @@ type statusWriter struct {
 // quick succession (a manifest's body, then net/http's flush of it) thus
 // set it once: setting a deadline costs a lock and a timer change.
 func (w *statusWriter) touch() {
+	if w.conn != nil {
+		w.touchAt(time.Now())
+	}
+}
+
+// touchAt is touch with the time read by the caller.
+func (w *statusWriter) touchAt(now time.Time) {
 	if w.conn == nil {
 		return
 	}
-	now := time.Now()
 	if w.deadline.Sub(now) >= w.idle {
 		return
 	}
@@ -512,13 +518,13 @@ func (s *server) accessLog(next http.Handler) http.Handler {
 			next.ServeHTTP(sw, r)
 		}
 		// net/http flushes what the handler left buffered after it returns.
-		sw.touch()
+		end := time.Now()
+		sw.touchAt(end)
 		if sw.status == 0 {
 			// Nothing written: net/http sends 200 with the headers as they are.
 			sw.status = http.StatusOK
 			sw.headerOnce()
 		}
-		end := time.Now()
 		s.logRequest(r, sw, end.Sub(start), end)
 	})
 }
