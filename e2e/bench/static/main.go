@@ -2,6 +2,10 @@
 // server (http.FileServer, which serves *os.File bodies with sendfile) over a
 // directory laid out like registry paths, e.g.
 // <root>/v2/bench/app/blobs/sha256:<hex> and <root>/v2/bench/app/manifests/latest.
+// Manifests (the files under a manifests directory when it starts) are
+// answered from memory, with the headers a registry sends (Content-Type,
+// Docker-Content-Digest, Etag, Cache-Control by digest, the API version):
+// the least a Go net/http server does for a manifest request.
 //
 //	static --addr 127.0.0.1:5003 --root /tmp/static
 package main
@@ -50,8 +54,12 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	h, err := newHandler(*root)
+	if err != nil {
+		return err
+	}
 	srv := &http.Server{
-		Handler:           http.FileServer(http.Dir(*root)),
+		Handler:           h,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          log.New(io.Discard, "", 0),
 	}
