@@ -46,7 +46,7 @@ func TestHeapFloor(t *testing.T) {
 		want func(int) bool
 		what string
 	}{
-		{name: "default", want: func(p int) bool { return p > 100 }, what: "above 100 (a 64MiB floor over a small live heap)"},
+		{name: "default", want: func(p int) bool { return p > 100 }, what: "above 100 (a 32MiB floor over a small live heap)"},
 		{name: "off", args: []string{"--heap-floor", "0"}, want: func(p int) bool { return p == 100 }, what: "100 (Go's default)"},
 		{name: "GOGC wins", env: []string{"GOGC=300"}, want: func(p int) bool { return p == 300 }, what: "300 (GOGC)"},
 	} {

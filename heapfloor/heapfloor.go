@@ -28,7 +28,7 @@ import (
 )
 
 // Default is the floor regcache serves with unless told otherwise.
-const Default = 64 << 20
+const Default = 32 << 20
 
 // basePercent is Go's default GOGC, the least the floor ever sets.
 const basePercent = 100

@@ -117,7 +117,7 @@ type Config struct {
 	// Metrics configures /metrics (see metricsConfig).
 	Metrics metricsConfig `yaml:"metrics"`
 	// HeapFloor is the heap the Go garbage collector lets grow before it
-	// runs, however little is live, e.g. 64MiB ("" is the default, 64MiB;
+	// runs, however little is live, e.g. 64MiB ("" is the default, 32MiB;
 	// 0 runs the collector as Go does by default); a GOGC variable in the
 	// environment wins (--heap-floor, REGCACHE_HEAP_FLOOR). See package
 	// heapfloor.
@@ -189,7 +189,7 @@ func serveFlags(fs *pflag.FlagSet) {
 	fs.String("log-format", d.LogFormat, "text or json (env REGCACHE_LOG_FORMAT)")
 	fs.Bool("metrics", true, "count requests, hits, misses and upstream traffic and serve them on /metrics for Prometheus (env REGCACHE_METRICS)")
 	fs.String("metrics-listen", "", "serve /metrics on this address instead of --listen, e.g. 127.0.0.1:9091 (env REGCACHE_METRICS_LISTEN)")
-	fs.String("heap-floor", "", "heap the Go garbage collector lets grow before it runs while little is live: fewer collections on a busy server, for at most this much memory; 0: Go's default behaviour (env REGCACHE_HEAP_FLOOR; default 64MiB; GOGC in the environment wins)")
+	fs.String("heap-floor", "", "heap the Go garbage collector lets grow before it runs while little is live: fewer collections on a busy server, for at most this much memory; 0: Go's default behaviour (env REGCACHE_HEAP_FLOOR; default 32MiB; GOGC in the environment wins)")
 	fs.Int("max-upstream-fetches", 0, fmt.Sprintf("cap on blobs fetched from upstreams at once; more fills wait for a slot (env REGCACHE_MAX_UPSTREAM_FETCHES; default %d; -1: none)", cache.DefaultMaxFills))
 	fs.String("max-upload-size", "", "cap on one blob pushed into a local repository, e.g. 20GiB (env REGCACHE_MAX_UPLOAD_SIZE; default: none)")
 	fs.Int("max-conns", 0, "cap on open client connections (env REGCACHE_MAX_CONNS; default a third of the open-files limit; -1: none)")

@@ -294,7 +294,7 @@ over the file). Config file:
   evictUnusedAfter: 720h  # evict cached images nobody pulled for this long
   notFoundTTL: 1m         # an upstream's "no such manifest" is remembered this long
   offline: false          # true: contact no upstream, serve what is cached or imported
-  heapFloor: 64MiB        # the Go heap may grow this far before a collection; 0: Go's default
+  heapFloor: 32MiB        # the Go heap may grow this far before a collection; 0: Go's default
   store: fs               # or s3: blobs in the bucket below (metadata stays in dataDir)
   s3:                     # credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY or credentialsFile
     endpoint: http://minio.example.com:9000   # default: AWS S3
