@@ -8,8 +8,9 @@
 // about to log their own lines) and writes what has gathered by then;
 // while it writes, the lines of other requests gather and go out together
 // in its next write. A busy server thus makes one write for many lines,
-// an idle one writes each line as it comes. Only when the output stops accepting lines and
-// MaxPending bytes wait does a Write block (nothing is dropped).
+// an idle one writes each line as it comes. Only when the output stops
+// accepting lines and MaxPending bytes wait does a Write block (nothing is
+// dropped).
 package logsink
 
 import (
