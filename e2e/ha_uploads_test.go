@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,8 +14,8 @@ import (
 	"github.com/regcache/regcache/e2e/peers"
 )
 
-// haDo sends one request and returns the answer with its whole body.
-func haDo(t *testing.T, method, u string, header map[string]string, body []byte) (*http.Response, []byte) {
+// send sends one request and returns the answer with its whole body.
+func send(t *testing.T, method, u string, header map[string]string, body []byte) (*http.Response, []byte) {
 	t.Helper()
 	var r io.Reader
 	if body != nil {
@@ -40,11 +38,6 @@ func haDo(t *testing.T, method, u string, header map[string]string, body []byte)
 		t.Fatal(err)
 	}
 	return resp, b
-}
-
-func sha256Of(b []byte) string {
-	h := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(h[:])
 }
 
 // forwardedLines counts the requests the replicas served for another one.
@@ -78,25 +71,25 @@ func TestHAUploads(t *testing.T) {
 	// A chunked upload across the three replicas.
 	layer := make([]byte, 3<<20)
 	rand.Read(layer)
-	layerDigest := sha256Of(layer)
+	layerDigest := sha(layer)
 	chunk := len(layer) / 3
-	resp, body := haDo(t, "POST", r1+"/v2/lab/hand/blobs/uploads/", nil, nil)
+	resp, body := send(t, "POST", r1+"/v2/lab/hand/blobs/uploads/", nil, nil)
 	loc := resp.Header.Get("Location")
 	if resp.StatusCode != http.StatusAccepted || loc == "" {
 		t.Fatalf("POST a session on replica 1: %d %s", resp.StatusCode, body)
 	}
 	for i, base := range []string{r2, r3} {
 		rng := fmt.Sprintf("%d-%d", i*chunk, (i+1)*chunk-1)
-		resp, body = haDo(t, "PATCH", base+loc, map[string]string{"Content-Range": rng, "Content-Type": "application/octet-stream"}, layer[i*chunk:(i+1)*chunk])
+		resp, body = send(t, "PATCH", base+loc, map[string]string{"Content-Range": rng, "Content-Type": "application/octet-stream"}, layer[i*chunk:(i+1)*chunk])
 		if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Range") != fmt.Sprintf("0-%d", (i+1)*chunk-1) || resp.Header.Get("Location") != loc {
 			t.Fatalf("PATCH %s on replica %d: %d %v %s", rng, i+2, resp.StatusCode, resp.Header, body)
 		}
 	}
-	resp, body = haDo(t, "GET", r2+loc, nil, nil)
+	resp, body = send(t, "GET", r2+loc, nil, nil)
 	if resp.StatusCode != http.StatusNoContent || resp.Header.Get("Range") != fmt.Sprintf("0-%d", 2*chunk-1) {
 		t.Fatalf("GET the session's status on replica 2: %d %v %s", resp.StatusCode, resp.Header, body)
 	}
-	resp, body = haDo(t, "PUT", r3+loc+"?digest="+url.QueryEscape(layerDigest),
+	resp, body = send(t, "PUT", r3+loc+"?digest="+url.QueryEscape(layerDigest),
 		map[string]string{"Content-Range": fmt.Sprintf("%d-%d", 2*chunk, len(layer)-1)}, layer[2*chunk:])
 	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Docker-Content-Digest") != layerDigest {
 		t.Fatalf("PUT the last chunk with the digest on replica 3: %d %v %s", resp.StatusCode, resp.Header, body)
@@ -112,8 +105,8 @@ func TestHAUploads(t *testing.T) {
 
 	// A manifest through replica 2, pulled through replica 1.
 	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}`)
-	configDigest := sha256Of(config)
-	resp, body = haDo(t, "POST", r1+"/v2/lab/hand/blobs/uploads/?digest="+url.QueryEscape(configDigest), nil, config)
+	configDigest := sha(config)
+	resp, body = send(t, "POST", r1+"/v2/lab/hand/blobs/uploads/?digest="+url.QueryEscape(configDigest), nil, config)
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("monolithic upload of the config on replica 1: %d %s", resp.StatusCode, body)
 	}
@@ -123,14 +116,14 @@ func TestHAUploads(t *testing.T) {
 		"config": map[string]any{"mediaType": "application/vnd.oci.image.config.v1+json", "digest": configDigest, "size": len(config)},
 		"layers": []any{map[string]any{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layerDigest, "size": len(layer)}},
 	})
-	manifestDigest := sha256Of(manifest)
-	resp, body = haDo(t, "PUT", r2+"/v2/lab/hand/manifests/v1", map[string]string{"Content-Type": ociManifest}, manifest)
+	manifestDigest := sha(manifest)
+	resp, body = send(t, "PUT", r2+"/v2/lab/hand/manifests/v1", map[string]string{"Content-Type": ociManifest}, manifest)
 	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Docker-Content-Digest") != manifestDigest {
 		t.Fatalf("PUT the manifest on replica 2: %d %v %s", resp.StatusCode, resp.Header, body)
 	}
-	resp, body = haDo(t, "GET", r1+"/v2/lab/hand/manifests/v1", map[string]string{"Accept": ociManifest}, nil)
-	if resp.StatusCode != http.StatusOK || sha256Of(body) != manifestDigest || resp.Header.Get("Docker-Content-Digest") != manifestDigest {
-		t.Fatalf("GET the manifest on replica 1: %d, body %s, want %s", resp.StatusCode, sha256Of(body), manifestDigest)
+	resp, body = send(t, "GET", r1+"/v2/lab/hand/manifests/v1", map[string]string{"Accept": ociManifest}, nil)
+	if resp.StatusCode != http.StatusOK || sha(body) != manifestDigest || resp.Header.Get("Docker-Content-Digest") != manifestDigest {
+		t.Fatalf("GET the manifest on replica 1: %d, body %s, want %s", resp.StatusCode, sha(body), manifestDigest)
 	}
 	for _, d := range []string{configDigest, layerDigest} {
 		if err := getVerified(r1+"/v2/lab/hand/blobs/"+d, d); err != nil {
@@ -149,13 +142,13 @@ func TestHAUploads(t *testing.T) {
 	pullCrane(t, crane, wantImage(dst, img))
 
 	// A session on a killed replica.
-	resp, body = haDo(t, "POST", r3+"/v2/lab/lost/blobs/uploads/", nil, nil)
+	resp, body = send(t, "POST", r3+"/v2/lab/lost/blobs/uploads/", nil, nil)
 	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST a session on replica 3: %d %s", resp.StatusCode, body)
 	}
 	loc = resp.Header.Get("Location")
 	h.rc[2].Kill()
-	resp, body = haDo(t, "PATCH", r1+loc, nil, []byte("abc"))
+	resp, body = send(t, "PATCH", r1+loc, nil, []byte("abc"))
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), "BLOB_UPLOAD_UNKNOWN") || !strings.Contains(string(body), "unreachable") {
 		t.Fatalf("PATCH on replica 1 of a session of the killed replica 3: %d %s; want 404 BLOB_UPLOAD_UNKNOWN saying its replica is unreachable", resp.StatusCode, body)
 	}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"crypto/rand"
 	"crypto/tls"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -278,12 +277,6 @@ func TestTLS(t *testing.T) {
 // get GETs url and returns the response with its whole body.
 func get(t *testing.T, url string) (*http.Response, string) {
 	t.Helper()
-	req, _ := http.NewRequestWithContext(t.Context(), http.MethodGet, url, nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	resp, b := send(t, http.MethodGet, url, nil, nil)
 	return resp, string(b)
 }

@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -147,11 +145,6 @@ func ociError(body []byte) string {
 	return e.Errors[0].Code + ": " + e.Errors[0].Message
 }
 
-func sha(b []byte) string {
-	h := sha256.Sum256(b)
-	return "sha256:" + hex.EncodeToString(h[:])
-}
-
 // TestForwardedUploadSession: a session started on replica A is used
 // through replica B: chunks, status, an out-of-order chunk (416 relayed
 // with A's Range and error), the last chunk with the digest; the blob is
@@ -183,7 +176,7 @@ func TestForwardedUploadSession(t *testing.T) {
 		!strings.HasPrefix(ociError(body), "BLOB_UPLOAD_INVALID") {
 		t.Fatalf("out-of-order PATCH through B: %d %v %s; want 416, Range and BLOB_UPLOAD_INVALID", resp.StatusCode, resp.Header, body)
 	}
-	d := sha(data)
+	d := digestOf(data)
 	resp, body = do(t, "PUT", b.url+loc+"?digest="+url.QueryEscape(d), map[string]string{"Content-Range": fmt.Sprintf("%d-%d", half, len(data)-1)}, bytes.NewReader(data[half:]))
 	if resp.StatusCode != http.StatusCreated || resp.Header.Get("Docker-Content-Digest") != d || resp.Header.Get("Location") != "/v2/team/app/blobs/"+d {
 		t.Fatalf("PUT through B: %d %v %s", resp.StatusCode, resp.Header, body)
