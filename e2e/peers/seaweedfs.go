@@ -55,7 +55,7 @@ type S3 struct {
 // failed.
 func StartS3(t testing.TB) *S3 {
 	t.Helper()
-	s, err := startS3(t, t.TempDir())
+	s, err := startS3(t, t.TempDir(), freePort)
 	if err != nil {
 		t.Fatalf("start SeaweedFS: %v", err)
 	}
@@ -89,7 +89,7 @@ func SharedS3(t testing.TB) *S3 {
 			shared.err = err
 			return
 		}
-		shared.s3, shared.err = startS3(t, dir)
+		shared.s3, shared.err = startS3(t, dir, freePort)
 	})
 	if shared.err != nil {
 		t.Fatalf("start the shared SeaweedFS: %v", shared.err)
@@ -111,7 +111,12 @@ func StopSharedS3(failed bool, w io.Writer) {
 	}
 }
 
-func startS3(t testing.TB, dir string) (*S3, error) {
+// startS3 starts SeaweedFS in dir on ports chosen by port. A start that
+// lost a port to another process is retried on new ports and a new data
+// directory: the first try's master and volume server may have written
+// state there that a new master refuses (volume growth frozen, no bucket
+// writable).
+func startS3(t testing.TB, dir string, port func() (int, error)) (*S3, error) {
 	bin := Require(t, "weed-"+SeaweedFSVersion)
 	s := &S3{AccessKeyID: "AKIDREGCACHE" + strings.ToUpper(randomHex(t, 4)), SecretAccessKey: randomHex(t, 20), out: &syncBuffer{}, dir: dir}
 	cfg := fmt.Sprintf(`{"identities":[{"name":"regcache","credentials":[{"accessKey":%q,"secretKey":%q}],"actions":["Admin","Read","Write","List","Tagging"]}]}`,
@@ -120,12 +125,12 @@ func startS3(t testing.TB, dir string) (*S3, error) {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
-	data := filepath.Join(dir, "data")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, err
-	}
 	var lastErr error
 	for attempt := 0; attempt < bindAttempts; attempt++ {
+		data := filepath.Join(dir, "data-"+strconv.Itoa(attempt))
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return nil, err
+		}
 		// weed mini listens on ten ports: each is given, none left to a
 		// default that two servers would share.
 		names := []string{"master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
@@ -135,7 +140,7 @@ func startS3(t testing.TB, dir string) (*S3, error) {
 			"-master.volumeSizeLimitMB=64"}
 		ports := map[string]int{}
 		for _, n := range names {
-			p, err := freePort()
+			p, err := port()
 			if err != nil {
 				return nil, err
 			}
