@@ -110,9 +110,11 @@ func (s *peerState) from() []string {
 	return slices.Clone(s.sources)
 }
 
-// fillBufferSize is the copy buffer of a fill: large enough that waiters
-// are woken a few times per megabyte, not per packet.
-const fillBufferSize = 256 << 10
+// fillHold bounds how long received bytes of a fill wait for the
+// store's aligned write (storage.Writer.Follow) before they are written
+// anyway: an upstream of 5 MB/s or more fills whole aligned writes, and
+// readers following a slower one still get its bytes this soon.
+const fillHold = 50 * time.Millisecond
 
 // Blob returns the blob digest of repo: from the store when linked to repo;
 // else, for a ruled repository, from the one fill of that digest, started
@@ -354,11 +356,10 @@ func (p *Puller) fetchBlob(ctx context.Context, cancel func(), f *fill, up upstr
 	f.start(src.size, w.TempPath())
 	idle := time.AfterFunc(p.opts.IdleTimeout, cancel)
 	defer idle.Stop()
-	buf := make([]byte, fillBufferSize)
 	var n int64
 	for resumes := 0; ; resumes++ {
 		body := &sourceReader{r: idleReader{r: src.body, timer: idle, d: p.opts.IdleTimeout}}
-		k, cerr := io.CopyBuffer(progressWriter{w: w, f: f}, body, buf)
+		k, cerr := w.Follow(body, fillHold, f.progress)
 		src.body.Close()
 		n += k
 		f.peer.record(src.from, k)

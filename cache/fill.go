@@ -302,17 +302,3 @@ func (r *fillReader) Seek(offset int64, whence int) (int64, error) {
 }
 
 func (r *fillReader) Close() error { return r.file.Close() }
-
-// progressWriter reports every write to the fill.
-type progressWriter struct {
-	w io.Writer
-	f *fill
-}
-
-func (p progressWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	if n > 0 {
-		p.f.progress(int64(n))
-	}
-	return n, err
-}

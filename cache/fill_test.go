@@ -255,29 +255,33 @@ func TestLastByteWaitsForVerification(t *testing.T) {
 	}
 }
 
-// TestClientDisconnectMidFill: the client that started a fill goes away;
-// the fill completes and the blob is committed and linked.
+// TestClientDisconnectMidFill: the client that started a fill reads the
+// bytes the upstream sent before it paused (within fillHold, not at the
+// pause's end), then goes away; the fill completes and the blob is
+// committed and linked.
 func TestClientDisconnectMidFill(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, Anonymous{}, hubRule)
 	img := f.push(t, "library/app:v1")
 	digest, want := layerOf(t, img)
-	f.fault.Store(slowBlob(want, 1024, 2*time.Millisecond, -1))
+	g := f.gate(t, digest)
+	g.allow(1000) // the rest of the blob is held until the client left
 
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	c, err := f.puller.Blob(ctx, "hub/app", digest)
 	if err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 100)
 	if _, err := io.ReadFull(c.Body, buf); err != nil {
-		t.Fatal(err)
+		t.Fatalf("reading bytes the paused upstream sent: %v", err)
 	}
 	cancel()
 	if _, err := io.ReadAll(c.Body); !errors.Is(err, context.Canceled) {
 		t.Fatalf("read after the client left: %v, want context.Canceled", err)
 	}
 	c.Body.Close()
+	g.open()
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {

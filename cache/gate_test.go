@@ -82,8 +82,8 @@ func (g *gate) requests() int {
 }
 
 // waitHeld waits until the reader of a gated body (the fill) has received
-// exactly n bytes and waits in the gate for more: the fill has written and
-// reported all n.
+// exactly n bytes and waits in the gate for more: the fill writes and
+// reports all n within fillHold.
 func (g *gate) waitHeld(t *testing.T, n int64) {
 	t.Helper()
 	deadline := time.NewTimer(gateWaitLimit)
