@@ -20,7 +20,7 @@ const writeUnit = 256 << 10
 // writeUnit boundaries of the file (the last one excepted); io.Copy into a
 // Writer uses it. It returns the bytes written.
 func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
-	return copyAligned(w.Write, r, w.n, 0, nil)
+	return copyAligned(w.Write, r, w.n, w.remaining(), 0, nil)
 }
 
 // Follow is ReadFrom for a file that readers follow as it grows: bytes
@@ -29,7 +29,16 @@ func (w *Writer) ReadFrom(r io.Reader) (int64, error) {
 // as it is made (from the goroutine that made it). A read error ends the
 // copy after the bytes read before it are written.
 func (w *Writer) Follow(r io.Reader, hold time.Duration, landed func(n int64)) (int64, error) {
-	return copyAligned(w.Write, r, w.n, hold, landed)
+	return copyAligned(w.Write, r, w.n, w.remaining(), hold, landed)
+}
+
+// remaining is how many bytes the blob still expects, or -1 when its size
+// is unknown.
+func (w *Writer) remaining() int64 {
+	if w.size < 0 {
+		return -1
+	}
+	return max(w.size-w.n, 0)
 }
 
 // aligned is one copy of copyAligned. buf[start:end] was read and is not
@@ -49,10 +58,17 @@ type aligned struct {
 }
 
 // copyAligned copies src to write, whose file is at offset, as described
-// at ReadFrom and Follow (hold 0: no timer).
-func copyAligned(write func([]byte) (int, error), src io.Reader, offset int64, hold time.Duration, landed func(int64)) (int64, error) {
-	a := &aligned{write: write, landed: landed, buf: make([]byte, writeUnit)}
-	a.limit = writeUnit - int(offset%writeUnit)
+// at ReadFrom and Follow (hold 0: no timer). When the bytes still expected
+// (remaining, -1: unknown) fit in less than writeUnit, the buffer holds
+// them and one byte more (a longer source fails at write's size check),
+// not writeUnit: a config blob does not cost 256 KiB.
+func copyAligned(write func([]byte) (int, error), src io.Reader, offset, remaining int64, hold time.Duration, landed func(int64)) (int64, error) {
+	size := writeUnit
+	if remaining >= 0 && remaining < writeUnit {
+		size = int(remaining) + 1
+	}
+	a := &aligned{write: write, landed: landed, buf: make([]byte, size)}
+	a.limit = min(writeUnit-int(offset%writeUnit), size)
 	var timer *time.Timer
 	if hold > 0 {
 		timer = time.AfterFunc(hold, a.writeHeld)
@@ -79,7 +95,7 @@ func copyAligned(write func([]byte) (int, error), src io.Reader, offset int64, h
 			a.writePending()
 		case a.end == a.limit:
 			a.writePending()
-			a.start, a.end, a.limit = 0, 0, writeUnit
+			a.start, a.end, a.limit = 0, 0, len(a.buf)
 			if timer != nil {
 				timer.Stop()
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -67,7 +68,7 @@ func TestCopyEndsWritesOnBoundaries(t *testing.T) {
 	for _, offset := range []int64{0, 1000, writeUnit - 1, 5 * writeUnit} {
 		for _, sizes := range [][]int{{4096}, {1448, 65536, 3}, {writeUnit + 7}} {
 			var l writeLog
-			n, err := copyAligned(l.write, &chunkReader{b: body, sizes: sizes}, offset, 0, nil)
+			n, err := copyAligned(l.write, &chunkReader{b: body, sizes: sizes}, offset, -1, 0, nil)
 			if err != nil || n != int64(len(body)) || !bytes.Equal(l.data.Bytes(), body) {
 				t.Fatalf("offset %d, pieces %v: %d bytes, %v; the bytes differ: %t", offset, sizes, n, err, !bytes.Equal(l.data.Bytes(), body))
 			}
@@ -145,7 +146,7 @@ func TestFollowWritesHeldBytes(t *testing.T) {
 		r := &gatedReader{first: randomBytes(100), rest: randomBytes(writeUnit), release: make(chan struct{})}
 		done := make(chan error)
 		go func() {
-			_, err := copyAligned(l.write, r, 0, hold, func(n int64) { mu.Lock(); landed = append(landed, n); mu.Unlock() })
+			_, err := copyAligned(l.write, r, 0, -1, hold, func(n int64) { mu.Lock(); landed = append(landed, n); mu.Unlock() })
 			done <- err
 		}()
 		time.Sleep(hold - time.Millisecond)
@@ -176,7 +177,7 @@ func TestFollowWritesHeldBytes(t *testing.T) {
 		// A fast reader: no time passes, every write ends on a boundary.
 		var fast writeLog
 		body := randomBytes(2*writeUnit + 5)
-		if _, err := copyAligned(fast.write, &chunkReader{b: body, sizes: []int{1448}}, 0, hold, nil); err != nil {
+		if _, err := copyAligned(fast.write, &chunkReader{b: body, sizes: []int{1448}}, 0, -1, hold, nil); err != nil {
 			t.Fatal(err)
 		}
 		if want := []int{writeUnit, writeUnit, 5}; !equalInts(fast.writes, want) {
@@ -218,13 +219,62 @@ func (r *failingReader) Read(p []byte) (int, error) {
 // write error ends the copy with that error.
 func TestCopyWritesWhatWasReadBeforeAnError(t *testing.T) {
 	var l writeLog
-	n, err := copyAligned(l.write, &failingReader{b: randomBytes(777)}, 0, time.Hour, nil)
+	n, err := copyAligned(l.write, &failingReader{b: randomBytes(777)}, 0, -1, time.Hour, nil)
 	if !errors.Is(err, errReset) || n != 777 || l.data.Len() != 777 {
 		t.Errorf("read error: %d written (%d in the file), %v; want 777 and the read's error", n, l.data.Len(), err)
 	}
 	errFull := errors.New("no space left on device")
-	n, err = copyAligned(func(p []byte) (int, error) { return 10, errFull }, &chunkReader{b: randomBytes(writeUnit * 2), sizes: []int{writeUnit}}, 0, 0, nil)
+	n, err = copyAligned(func(p []byte) (int, error) { return 10, errFull }, &chunkReader{b: randomBytes(writeUnit * 2), sizes: []int{writeUnit}}, 0, -1, 0, nil)
 	if !errors.Is(err, errFull) || n != 10 {
 		t.Errorf("write error: %d, %v; want 10 and the write's error", n, err)
+	}
+}
+
+// TestSmallBlobSmallBuffer: a copy into a blob of known small size
+// buffers that size (and one byte more), not writeUnit; its writes still
+// end on boundaries, and a source longer than the size still fails.
+func TestSmallBlobSmallBuffer(t *testing.T) {
+	body := randomBytes(1000)
+	for _, offset := range []int64{0, writeUnit - 10} {
+		var l writeLog
+		n, err := copyAligned(l.write, &chunkReader{b: body, sizes: []int{100}}, offset, int64(len(body)), 0, nil)
+		want := []int{1000}
+		if offset != 0 {
+			want = []int{10, 990}
+		}
+		if err != nil || n != 1000 || !bytes.Equal(l.data.Bytes(), body) || !equalInts(l.writes, want) {
+			t.Errorf("offset %d: %d bytes, %v, writes %v (want %v)", offset, n, err, l.writes, want)
+		}
+	}
+
+	b, err := OpenBlobs(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := b.Create(t.Context(), digestOf(body), int64(len(body)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = io.Copy(w, &chunkReader{b: body, sizes: []int{100}})
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got >= 64<<10 {
+		t.Errorf("copying a 1000-byte blob allocated %d bytes", got)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+
+	w, err = b.Create(t.Context(), digestOf(body[:999]), 999)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Cancel()
+	if _, err := io.Copy(w, &chunkReader{b: body, sizes: []int{100}}); !errors.Is(err, ErrSizeMismatch) {
+		t.Errorf("1000 bytes into a 999-byte blob: %v, want a size mismatch", err)
 	}
 }
