@@ -83,8 +83,10 @@ func TestCopyEndsWritesOnBoundaries(t *testing.T) {
 	}
 }
 
-// TestWriterReadFrom: io.Copy into a Writer takes its aligned path, and the
-// blob commits with the right digest.
+// TestWriterReadFrom: a Writer is an io.ReaderFrom, so io.Copy into it
+// takes copyAligned (whose writes TestCopyEndsWritesOnBoundaries checks,
+// and whose effect on the page cache TestBlobsAreWrittenInLargeFolios
+// does), and a blob copied in 4 KiB pieces commits with its digest.
 func TestWriterReadFrom(t *testing.T) {
 	b, err := OpenBlobs(t.TempDir())
 	if err != nil {
